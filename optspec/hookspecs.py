@@ -1,0 +1,4 @@
+import pluggy
+
+hookspec = pluggy.HookspecMarker("optspec")
+hookimpl = pluggy.HookimplMarker("optspec")

@@ -1,0 +1,1 @@
+def load_spec(*a, **k): raise NotImplementedError
