@@ -1,0 +1,232 @@
+"""The ``optspec`` command: argparse in front, the work in the modules each command names.
+
+Every command imports what it needs when it runs, so ``optspec --help`` and ``optspec validate``
+start without loading optuna. Errors derived from :class:`~optspec.errors.OptspecError` are printed
+as they are, without a traceback, and exit with their code (2 for anything the user can fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from optspec import __version__
+from optspec.errors import OptspecError, UsageError
+
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except OptspecError as exc:
+        print(f"optspec: {exc}" if "\n" not in str(exc) else str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("optspec: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="optspec",
+        description="Run Optuna studies described in TOML.",
+        epilog="Exit codes: 0 done, 1 study failed, 2 usage or spec error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"optspec {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the study a spec describes")
+    run.add_argument("spec", metavar="SPEC", type=Path, help="the study spec (study.toml)")
+    run.add_argument("-o", "--output", metavar="DIR", type=Path,
+                     help="directory for study.db and results.json (default: [study] output)")
+    _add_budget_options(run)
+    _add_plugin_option(run)
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a study.db already in the output directory")
+    run.add_argument("--dashboard", metavar="PORT", nargs="?", type=_port, const=8080,
+                     help="serve optuna-dashboard over the live study on 127.0.0.1 (default port 8080)")
+    run.add_argument("--storage", metavar="URL",
+                     help="run on a shared storage (postgresql://, redis://) that `optspec worker` joins")
+    _add_quiet_option(run)
+    run.set_defaults(command=_run)
+
+    resume = commands.add_parser("resume", help="continue a study from its study.db")
+    resume.add_argument("study_db", metavar="STUDY_DB", type=Path)
+    _add_budget_options(resume)
+    _add_plugin_option(resume)
+    resume.add_argument("--spec-dir", metavar="DIR", type=Path,
+                        help="resolve the spec's objective references from DIR")
+    _add_quiet_option(resume)
+    resume.set_defaults(command=_resume)
+
+    worker = commands.add_parser("worker", help="join a study running on a shared storage")
+    worker.add_argument("spec", metavar="SPEC", type=Path)
+    worker.add_argument("--storage", metavar="URL", required=True)
+    worker.add_argument("--workers", metavar="W", type=_workers)
+    _add_quiet_option(worker)
+    worker.set_defaults(command=_worker)
+
+    validate = commands.add_parser("validate", help="check specs; nothing runs")
+    validate.add_argument("specs", metavar="SPEC", type=Path, nargs="+")
+    validate.add_argument("--print", action="store_true", dest="print_spec",
+                          help="print the resolved spec, defaults filled in, as TOML")
+    validate.set_defaults(command=_validate)
+
+    show = commands.add_parser("show", help="states, best trial or Pareto front, the spec it ran")
+    show.add_argument("study_db", metavar="STUDY_DB", type=Path)
+    show.add_argument("--json", action="store_true", help="print JSON for machines")
+    show.set_defaults(command=_show)
+
+    export = commands.add_parser("export", help="write every trial as CSV or JSON")
+    export.add_argument("study_db", metavar="STUDY_DB", type=Path)
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("-o", "--output", metavar="FILE", type=Path, help="default: standard output")
+    export.set_defaults(command=_export)
+
+    plugins = commands.add_parser("plugins", help="plugins, their hooks, samplers, pruners, objectives")
+    _add_plugin_option(plugins)
+    plugins.set_defaults(command=_plugins)
+
+    dashboard = commands.add_parser("dashboard", help="optuna-dashboard for a study.db on 127.0.0.1")
+    dashboard.add_argument("study_db", metavar="STUDY_DB", type=Path)
+    dashboard.add_argument("--port", type=_port, default=8080)
+    dashboard.set_defaults(command=_dashboard)
+
+    schema = commands.add_parser("schema", help="JSON Schema of the spec format, for editors")
+    schema.set_defaults(command=_schema)
+    return parser
+
+
+def _add_budget_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n-trials", metavar="N", type=_positive_int,
+                        help="trials the study should hold in all, counting earlier runs")
+    parser.add_argument("--timeout", metavar="T", type=_duration,
+                        help='wall-clock limit of this invocation: "90s", "10m", "2h" or seconds')
+    parser.add_argument("--workers", metavar="W", type=_workers, help='processes, or "auto"')
+
+
+def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", dest="plugins", metavar="NAME", action="append", default=[],
+                        help="load plugin module NAME; -p no:NAME blocks plugin NAME")
+
+
+def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return value
+
+
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _duration(text: str) -> float | None:
+    from optspec.specload import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from optspec.errors import SpecError
+    from optspec.spec import load_spec
+    from optspec.specload import spec_to_toml
+
+    status = 0
+    for path in args.specs:
+        try:
+            spec = load_spec(path)
+        except (SpecError, UsageError) as exc:
+            print(exc, file=sys.stderr)
+            status = exc.exit_code
+            continue
+        if args.print_spec:
+            print(spec_to_toml(spec), end="")
+        else:
+            print(f"ok: {path}")
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    from optspec.engine import run_from_cli
+
+    return run_from_cli(args)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from optspec.engine import resume_from_cli
+
+    return resume_from_cli(args)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from optspec.engine import worker_from_cli
+
+    return worker_from_cli(args)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from optspec.results import show
+
+    return show(args.study_db, as_json=args.json)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from optspec.results import export
+
+    return export(args.study_db, fmt=args.format, output=args.output)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from optspec.plugins import describe_plugins
+
+    print(describe_plugins(args.plugins))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from optspec.dashboard import serve_study_db
+
+    return serve_study_db(args.study_db, port=args.port)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import json
+
+    from optspec.schema import spec_json_schema
+
+    print(json.dumps(spec_json_schema(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
