@@ -209,8 +209,8 @@ class Spec:
     study: StudySection
     objective: ObjectiveSection
     params: tuple[Param, ...] = ()
-    sampler: Component = Component("tpe")
-    pruner: Component = Component("median")
+    sampler: Component = field(factory=lambda: Component("tpe"))
+    pruner: Component = field(factory=lambda: Component("median"))
     constraints: tuple[Constraint, ...] = ()
     run: RunSection = RunSection()
     enqueue: tuple[dict[str, Any], ...] = ()

@@ -159,6 +159,8 @@ class _Converter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[str] = []
+        # Parameters declared with an error: a `when` naming one is not reported a second time.
+        self.broken_params: set[str] = set()
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -318,13 +320,18 @@ class _Converter:
             self.add("objective", 'missing; add [objective] with callable = "pkg.module:function" '
                      'or command = ["python", "train.py"]')  # fmt: skip
             return ObjectiveSection("python", {})
-        table = self.table(value, "objective", None)
+        if not isinstance(value, dict):
+            self.table(value, "objective", None)
+            return ObjectiveSection("python", {})
+        table = value
         kind = self.get(table, "kind", "objective", lambda v: isinstance(v, str) and v != "",
                         "the name of an objective kind")  # fmt: skip
         given = [key for key in ("callable", "command") if key in table]
         if len(given) == 2:
             self.add("objective", "callable and command are exclusive; give one of them")
         if kind is None and not given:
+            # A misspelt `callable` is the likely cause: name it before the general advice.
+            self.table(table, "objective", OBJECTIVE_KEYS)
             self.add("objective", 'give exactly one of callable = "pkg.module:function", '
                      'command = ["python", "train.py"], or kind = "NAME" of a plugin\'s objective')  # fmt: skip
             return ObjectiveSection("python", {})
@@ -361,7 +368,13 @@ class _Converter:
 
     def command_objective(self, table: Mapping[str, Any], params: tuple[Param, ...]) -> None:
         command = table.get("command")
-        if isinstance(command, str):
+        if "callable" in table and "command" not in table:
+            self.add("objective.callable", 'applies to kind = "python" only; a command objective '
+                     "runs objective.command")  # fmt: skip
+        if command is None:
+            self.add("objective.command", 'missing; expected an argv array like ["python", '
+                     '"train.py", "--lr", "{lr}"]')  # fmt: skip
+        elif isinstance(command, str):
             self.add("objective.command", 'must be an argv array like ["python", "train.py", "--lr", '
                      '"{lr}"], never a shell string')  # fmt: skip
         elif not isinstance(command, list) or not command:
@@ -407,11 +420,15 @@ class _Converter:
                 got = "missing" if kind is None else f"got {_describe(kind)}"
                 self.add(_join(path, "type"), f'{got}; expected "float", "int" or "categorical" '
                          "(a plain value, not a table, fixes a parameter)")  # fmt: skip
+                self.table(item, path, tuple(dict.fromkeys(FLOAT_KEYS + CATEGORICAL_KEYS)))
+                self.broken_params.add(name)
                 continue
             when = self.conditions(item.get("when"), _join(path, "when"), params)
             param = getattr(self, f"{kind}_param")(name, item, path, when)
             if param is not None:
                 params[name] = param
+            else:
+                self.broken_params.add(name)
         return tuple(params.values())
 
     def conditions(self, value: Any, path: str, earlier: Mapping[str, Param]) -> tuple[Condition, ...]:
@@ -421,6 +438,8 @@ class _Converter:
         for name, wanted in self.table(value, path, None).items():
             where = _join(path, name)
             parent = earlier.get(name)
+            if name in self.broken_params:
+                continue  # params.NAME already has its own error; do not pile a second one on
             if not isinstance(parent, CategoricalParam):
                 self.add(where, self.condition_parent_problem(name, parent, earlier))
                 continue
@@ -577,8 +596,19 @@ class _Converter:
                 elif not param.contains(point):
                     self.add(where, f"{_describe(point)} is outside the space of params.{name} "
                              f"({_space(param)})")  # fmt: skip
+                else:
+                    self.enqueued_condition(item, param, where)
             points.append(dict(item) if isinstance(item, dict) else {})
         return tuple(points)
+
+    def enqueued_condition(self, point: Mapping[str, Any], param: Param, where: str) -> None:
+        """A conditional value in a point whose parent value switches the parameter off would
+        be silently dropped by optuna; say so."""
+        for condition in getattr(param, "when", ()):
+            if condition.param in point and not condition.holds(point):
+                self.add(where, f"params.{param.name} exists only when {condition.param} is "
+                         f"{_choices(condition.values)}, but this point sets "
+                         f"{condition.param} = {point[condition.param]!r}")  # fmt: skip
 
     def plugins(self, value: Any) -> PluginsSection:
         table = self.table(value, "plugins", PLUGINS_KEYS)
@@ -608,10 +638,45 @@ def _space(param: Param) -> str:
 
 
 def spec_to_toml(spec: Spec) -> str:
-    """The resolved spec, defaults filled in, as TOML that converts back to an equal Spec."""
+    """The resolved spec, defaults filled in, as TOML that converts back to an equal Spec.
+
+    ``[params]`` is written by hand, one inline table per parameter: tomli_w puts a table's plain
+    values before its sub-tables, which would move fixed parameters ahead of the others and so
+    change the declared order (the order parameters are suggested in, and what ``when`` needs).
+    """
     import tomli_w
 
-    return tomli_w.dumps(spec_to_data(spec))
+    data = spec_to_data(spec)
+    params = data.pop("params", None)
+    # Keys tomli_w may write as top-level values go into the first document, before any table.
+    head_keys = ("version", "enqueue", "constraints", "study", "objective")
+    head = tomli_w.dumps({key: data[key] for key in head_keys if key in data})
+    tail = tomli_w.dumps({key: value for key, value in data.items() if key not in head_keys})
+    text = head
+    if params:
+        lines = "".join(f"{_toml_key(name)} = {_toml_inline(value)}\n" for name, value in params.items())
+        text += f"\n[params]\n{lines}"
+    if tail:
+        text += "\n" + tail
+    return text
+
+
+def _toml_key(key: str) -> str:
+    import tomli_w
+
+    return tomli_w.dumps({key: 0})[: -len(" = 0\n")]
+
+
+def _toml_inline(value: Any) -> str:
+    """``value`` as one line of TOML, tables inline, in their order."""
+    import tomli_w
+
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_inline(v)}" for k, v in value.items())
+        return f"{{ {items} }}" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_inline(item) for item in value) + "]"
+    return tomli_w.dumps({"v": value})[len("v = ") : -1]
 
 
 def spec_to_data(spec: Spec) -> dict[str, Any]:
