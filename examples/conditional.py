@@ -8,10 +8,9 @@ import math
 
 
 def objective(params, noise_floor):
-    lr_penalty = (math.log10(params["lr"]) + 2.5) ** 2       # best near lr = 10**-2.5
+    lr_penalty = (math.log10(params["lr"]) + 2.5) ** 2  # best near lr = 10**-2.5
     batch_penalty = abs(params["batch_size"] - 96) / 256
+    optimizer_penalty = 0.05  # adam
     if params["opt"] == "sgd":
         optimizer_penalty = (params["momentum"] - 0.9) ** 2  # only sgd trials have momentum
-    else:
-        optimizer_penalty = 0.05
     return noise_floor + (lr_penalty + batch_penalty + optimizer_penalty) * 20 / params["epochs"]

@@ -12,7 +12,7 @@ def objective(params):
     capacity = math.log2(width) * depth
     accuracy = 1 - math.exp(-capacity / 12) - 0.3 * (dropout - 0.2) ** 2
     return {
-        "accuracy": accuracy,                       # picked by the first [[study.objectives]]
-        "latency_ms": 0.05 * width * depth,         # picked by the second
-        "memory_mb": width * depth * 0.06 + 2,      # read by [[constraints]]
+        "accuracy": accuracy,  # picked by the first [[study.objectives]]
+        "latency_ms": 0.05 * width * depth,  # picked by the second
+        "memory_mb": width * depth * 0.06 + 2,  # read by [[constraints]]
     }

@@ -15,6 +15,17 @@ import sys
 STEPS = 5
 
 
+def emit(record):
+    """Append one JSON line to OPTSPEC_RESULTS (standard output when run by hand)."""
+    line = json.dumps(record)
+    results = os.environ.get("OPTSPEC_RESULTS")
+    if results is None:
+        print(line, flush=True)
+        return
+    with open(results, "a", encoding="utf-8") as out:
+        out.write(line + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--lr", type=float, required=True)
@@ -22,18 +33,12 @@ def main(argv=None):
     parser.add_argument("--trial", type=int, default=0)
     args = parser.parse_args(argv)
 
-    results = os.environ.get("OPTSPEC_RESULTS")
-    out = open(results, "a", encoding="utf-8") if results else sys.stdout
-    try:
-        loss = 0.0
-        for step in range(STEPS):
-            # A made-up loss: best near lr = 0.01 and 3 layers, shrinking with every step.
-            loss = (math.log10(args.lr) + 2) ** 2 + 0.1 * (args.layers - 3) ** 2 + 1 / (step + 1)
-            print(json.dumps({"step": step, "loss": loss}), file=out, flush=True)
-        print(json.dumps({"loss": loss}), file=out, flush=True)
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    loss = 0.0
+    for step in range(STEPS):
+        # A made-up loss: best near lr = 0.01 and 3 layers, shrinking with every step.
+        loss = (math.log10(args.lr) + 2) ** 2 + 0.1 * (args.layers - 3) ** 2 + 1 / (step + 1)
+        emit({"step": step, "loss": loss})  # an intermediate value: lets the pruner stop us
+    emit({"loss": loss})  # no "step": the final metrics
     return 0
 
 

@@ -213,10 +213,15 @@ class _Converter:
             if isinstance(item, str) and item:
                 good.append(item)
             else:
-                self.add(_join(_join(path, key), index), f"must be a non-empty string, got {_describe(item)}")
+                self.add(
+                    _join(_join(path, key), index),
+                    f"must be a non-empty string, got {_describe(item)}",
+                )
         return tuple(good)
 
-    def duration(self, table: Mapping[str, Any], key: str, path: str, default: float | None) -> float | None:
+    def duration(
+        self, table: Mapping[str, Any], key: str, path: str, default: float | None
+    ) -> float | None:
         if key not in table:
             return default
         try:
@@ -257,18 +262,32 @@ class _Converter:
     def study(self, value: Any) -> StudySection:
         table = self.table(value, "study", STUDY_KEYS)
         name = self.get(
-            table, "name", "study", lambda v: isinstance(v, str) and v.strip() != "",
-            "a non-empty string", self.path.stem,
-        )  # fmt: skip
+            table,
+            "name",
+            "study",
+            lambda v: isinstance(v, str) and v.strip() != "",
+            "a non-empty string",
+            self.path.stem,
+        )
         if isinstance(name, str) and ("/" in name or "\\" in name or name in (".", "..")):
-            self.add("study.name", f"{name!r} cannot name a directory; use letters, digits, - and _")
+            self.add(
+                "study.name", f"{name!r} cannot name a directory; use letters, digits, - and _"
+            )
             name = self.path.stem
         seed = self.get(
-            table, "seed", "study", lambda v: _is_int(v) and 0 <= v < 2**32,
+            table,
+            "seed",
+            "study",
+            lambda v: _is_int(v) and 0 <= v < 2**32,
             "an integer from 0 to 4294967295",
-        )  # fmt: skip
-        output = self.get(table, "output", "study", lambda v: isinstance(v, str) and v != "",
-                          "a directory path (a string)")  # fmt: skip
+        )
+        output = self.get(
+            table,
+            "output",
+            "study",
+            lambda v: isinstance(v, str) and v != "",
+            "a directory path (a string)",
+        )
         output_dir = (
             (self.path.parent / output).resolve() if output else Path.cwd() / "optspec-runs" / name
         )
@@ -283,11 +302,20 @@ class _Converter:
         is_direction = lambda v: v in DIRECTIONS  # noqa: E731
         expected = '"minimize" or "maximize"'
         if "directions" in table:
-            directions = self.get(table, "directions", "study", lambda v: isinstance(v, list) and v != [],
-                                  f"a non-empty array of {expected}", [])  # fmt: skip
+            directions = self.get(
+                table,
+                "directions",
+                "study",
+                lambda v: isinstance(v, list) and v != [],
+                f"a non-empty array of {expected}",
+                [],
+            )
             for index, direction in enumerate(directions):
                 if not is_direction(direction):
-                    self.add(f"study.directions[{index}]", f"must be {expected}, got {_describe(direction)}")
+                    self.add(
+                        f"study.directions[{index}]",
+                        f"must be {expected}, got {_describe(direction)}",
+                    )
             return tuple(StudyObjective(d) for d in directions if is_direction(d)) or (
                 StudyObjective("minimize"),
             )
@@ -298,16 +326,31 @@ class _Converter:
 
     def metric_objectives(self, value: Any) -> tuple[StudyObjective, ...]:
         if not isinstance(value, list) or not value:
-            self.add("study.objectives", f"must be an array of tables ([[study.objectives]]), got {_describe(value)}")
+            self.add(
+                "study.objectives",
+                f"must be an array of tables ([[study.objectives]]), got {_describe(value)}",
+            )
             return (StudyObjective("minimize"),)
         objectives = []
         for index, item in enumerate(value):
             path = f"study.objectives[{index}]"
             table = self.table(item, path, ("metric", "direction"))
-            metric = self.get(table, "metric", path, lambda v: isinstance(v, str) and v != "",
-                              "the name of a metric in the objective's result", required=True)  # fmt: skip
-            direction = self.get(table, "direction", path, lambda v: v in DIRECTIONS,
-                                 '"minimize" or "maximize"', required=True)  # fmt: skip
+            metric = self.get(
+                table,
+                "metric",
+                path,
+                lambda v: isinstance(v, str) and v != "",
+                "the name of a metric in the objective's result",
+                required=True,
+            )
+            direction = self.get(
+                table,
+                "direction",
+                path,
+                lambda v: v in DIRECTIONS,
+                '"minimize" or "maximize"',
+                required=True,
+            )
             if metric and direction:
                 objectives.append(StudyObjective(direction, metric))
         metrics = [objective.metric for objective in objectives]
@@ -317,23 +360,34 @@ class _Converter:
 
     def objective(self, value: Any, params: tuple[Param, ...]) -> ObjectiveSection:
         if value is None:
-            self.add("objective", 'missing; add [objective] with callable = "pkg.module:function" '
-                     'or command = ["python", "train.py"]')  # fmt: skip
+            self.add(
+                "objective",
+                'missing; add [objective] with callable = "pkg.module:function" '
+                'or command = ["python", "train.py"]',
+            )
             return ObjectiveSection("python", {})
         if not isinstance(value, dict):
             self.table(value, "objective", None)
             return ObjectiveSection("python", {})
         table = value
-        kind = self.get(table, "kind", "objective", lambda v: isinstance(v, str) and v != "",
-                        "the name of an objective kind")  # fmt: skip
+        kind = self.get(
+            table,
+            "kind",
+            "objective",
+            lambda v: isinstance(v, str) and v != "",
+            "the name of an objective kind",
+        )
         given = [key for key in ("callable", "command") if key in table]
         if len(given) == 2:
             self.add("objective", "callable and command are exclusive; give one of them")
         if kind is None and not given:
             # A misspelt `callable` is the likely cause: name it before the general advice.
             self.table(table, "objective", OBJECTIVE_KEYS)
-            self.add("objective", 'give exactly one of callable = "pkg.module:function", '
-                     'command = ["python", "train.py"], or kind = "NAME" of a plugin\'s objective')  # fmt: skip
+            self.add(
+                "objective",
+                'give exactly one of callable = "pkg.module:function", '
+                'command = ["python", "train.py"], or kind = "NAME" of a plugin\'s objective',
+            )
             return ObjectiveSection("python", {})
         kind = kind or given[0].replace("callable", "python")
         if kind not in ("python", "command"):
@@ -347,11 +401,23 @@ class _Converter:
         return ObjectiveSection(kind, dict(table))
 
     def python_objective(self, table: Mapping[str, Any], params: tuple[Param, ...]) -> None:
-        ref = self.get(table, "callable", "objective", lambda v: isinstance(v, str),
-                       '"pkg.module:function" or "path/to/file.py:function"', required=True)  # fmt: skip
+        ref = self.get(
+            table,
+            "callable",
+            "objective",
+            lambda v: isinstance(v, str),
+            '"pkg.module:function" or "path/to/file.py:function"',
+            required=True,
+        )
         if ref is not None:
             self.reference(ref, "objective.callable")
-        self.get(table, "args", "objective", lambda v: isinstance(v, dict), "a table of keyword arguments")
+        self.get(
+            table,
+            "args",
+            "objective",
+            lambda v: isinstance(v, dict),
+            "a table of keyword arguments",
+        )
         for key in ("cwd", "env"):
             if key in table:
                 self.add(_join("objective", key), "applies to command objectives only")
@@ -362,41 +428,61 @@ class _Converter:
             self.add(path, f'{ref!r} is not "pkg.module:function" or "path/to/file.py:function"')
         elif module.endswith(".py"):
             if not (self.path.parent / module).is_file():
-                self.add(path, f"no file {module!r} next to the spec (looked in {self.path.parent})")
+                self.add(
+                    path, f"no file {module!r} next to the spec (looked in {self.path.parent})"
+                )
         elif not _IDENTIFIER_PATH.match(module):
             self.add(path, f"{module!r} is not a module name like pkg.module, nor a .py file")
 
     def command_objective(self, table: Mapping[str, Any], params: tuple[Param, ...]) -> None:
         command = table.get("command")
         if "callable" in table and "command" not in table:
-            self.add("objective.callable", 'applies to kind = "python" only; a command objective '
-                     "runs objective.command")  # fmt: skip
+            self.add(
+                "objective.callable",
+                'applies to kind = "python" only; a command objective runs objective.command',
+            )
         if command is None:
-            self.add("objective.command", 'missing; expected an argv array like ["python", '
-                     '"train.py", "--lr", "{lr}"]')  # fmt: skip
+            self.add(
+                "objective.command",
+                'missing; expected an argv array like ["python", "train.py", "--lr", "{lr}"]',
+            )
         elif isinstance(command, str):
-            self.add("objective.command", 'must be an argv array like ["python", "train.py", "--lr", '
-                     '"{lr}"], never a shell string')  # fmt: skip
+            self.add(
+                "objective.command",
+                'must be an argv array like ["python", "train.py", "--lr", '
+                '"{lr}"], never a shell string',
+            )
         elif not isinstance(command, list) or not command:
-            self.add("objective.command", f"must be a non-empty array of strings, got {_describe(command)}")
+            self.add(
+                "objective.command",
+                f"must be a non-empty array of strings, got {_describe(command)}",
+            )
         else:
             names = {param.name for param in params} | set(COMMAND_FIELDS)
             for index, element in enumerate(command):
                 self.command_element(element, f"objective.command[{index}]", names)
-        self.get(table, "cwd", "objective", lambda v: isinstance(v, str), "a directory path (a string)")
-        env = self.get(table, "env", "objective", lambda v: isinstance(v, dict), "a table of strings", {})
+        self.get(
+            table, "cwd", "objective", lambda v: isinstance(v, str), "a directory path (a string)"
+        )
+        env = self.get(
+            table, "env", "objective", lambda v: isinstance(v, dict), "a table of strings", {}
+        )
         for key, value in env.items():
             if not isinstance(value, str):
                 self.add(_join("objective.env", key), f"must be a string, got {_describe(value)}")
         if "args" in table:
-            self.add("objective.args", "applies to callable objectives only; pass values in command")
+            self.add(
+                "objective.args", "applies to callable objectives only; pass values in command"
+            )
 
     def command_element(self, element: Any, path: str, names: set[str]) -> None:
         if not isinstance(element, str):
             self.add(path, f"must be a string, got {_describe(element)}")
             return
         try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(element) if name is not None]
+            fields = [
+                name for _, name, _, _ in string.Formatter().parse(element) if name is not None
+            ]
         except ValueError as exc:
             self.add(path, f"{exc}; write {{{{ and }}}} for literal braces")
             return
@@ -418,8 +504,11 @@ class _Converter:
             kind = item.get("type")
             if kind not in PARAM_TYPES:
                 got = "missing" if kind is None else f"got {_describe(kind)}"
-                self.add(_join(path, "type"), f'{got}; expected "float", "int" or "categorical" '
-                         "(a plain value, not a table, fixes a parameter)")  # fmt: skip
+                self.add(
+                    _join(path, "type"),
+                    f'{got}; expected "float", "int" or "categorical" '
+                    "(a plain value, not a table, fixes a parameter)",
+                )
                 self.table(item, path, tuple(dict.fromkeys(FLOAT_KEYS + CATEGORICAL_KEYS)))
                 self.broken_params.add(name)
                 continue
@@ -431,7 +520,9 @@ class _Converter:
                 self.broken_params.add(name)
         return tuple(params.values())
 
-    def conditions(self, value: Any, path: str, earlier: Mapping[str, Param]) -> tuple[Condition, ...]:
+    def conditions(
+        self, value: Any, path: str, earlier: Mapping[str, Param]
+    ) -> tuple[Condition, ...]:
         if value is None:
             return ()
         conditions = []
@@ -446,21 +537,28 @@ class _Converter:
             values = tuple(wanted) if isinstance(wanted, list) else (wanted,)
             absent = [v for v in values if not parent.contains(v)]
             if absent or not values:
-                self.add(where, f"{_describe(absent[0]) if absent else 'an empty array'} is not a choice "
-                         f"of params.{name}; choices: {_choices(parent.choices)}")  # fmt: skip
+                self.add(
+                    where,
+                    f"{_describe(absent[0]) if absent else 'an empty array'} is not a choice "
+                    f"of params.{name}; choices: {_choices(parent.choices)}",
+                )
                 continue
             conditions.append(Condition(name, values))
         return tuple(conditions)
 
     @staticmethod
-    def condition_parent_problem(name: str, parent: Param | None, earlier: Mapping[str, Param]) -> str:
+    def condition_parent_problem(
+        name: str, parent: Param | None, earlier: Mapping[str, Param]
+    ) -> str:
         categoricals = [n for n, p in earlier.items() if isinstance(p, CategoricalParam)]
         valid = f"categorical parameters declared before it: {', '.join(categoricals) or 'none'}"
         if parent is None:
             return f"names no parameter declared before this one; {valid}"
         return f"params.{name} is not categorical; when needs one of the {valid}"
 
-    def bounds(self, item: Mapping[str, Any], path: str, check: Callable[[Any], bool], expected: str):
+    def bounds(
+        self, item: Mapping[str, Any], path: str, check: Callable[[Any], bool], expected: str
+    ):
         low = self.get(item, "low", path, check, expected, required=True)
         high = self.get(item, "high", path, check, expected, required=True)
         if low is not None and high is not None and low > high:
@@ -468,7 +566,9 @@ class _Converter:
             return None, None
         return low, high
 
-    def float_param(self, name: str, item: Mapping[str, Any], path: str, when: tuple[Condition, ...]):
+    def float_param(
+        self, name: str, item: Mapping[str, Any], path: str, when: tuple[Condition, ...]
+    ):
         self.table(item, path, FLOAT_KEYS)
         finite = lambda v: _is_number(v) and math.isfinite(v)  # noqa: E731
         low, high = self.bounds(item, path, finite, "a finite number")
@@ -482,7 +582,9 @@ class _Converter:
             return None
         if low is None or high is None:
             return None
-        return FloatParam(name, float(low), float(high), None if step is None else float(step), log, when)
+        return FloatParam(
+            name, float(low), float(high), None if step is None else float(step), log, when
+        )
 
     def int_param(self, name: str, item: Mapping[str, Any], path: str, when: tuple[Condition, ...]):
         self.table(item, path, INT_KEYS)
@@ -499,11 +601,19 @@ class _Converter:
             return None
         return IntParam(name, low, high, step, log, when)
 
-    def categorical_param(self, name: str, item: Mapping[str, Any], path: str, when: tuple[Condition, ...]):
+    def categorical_param(
+        self, name: str, item: Mapping[str, Any], path: str, when: tuple[Condition, ...]
+    ):
         self.table(item, path, CATEGORICAL_KEYS)
         where = _join(path, "choices")
-        choices = self.get(item, "choices", path, lambda v: isinstance(v, list), "an array of choices",
-                           required=True)  # fmt: skip
+        choices = self.get(
+            item,
+            "choices",
+            path,
+            lambda v: isinstance(v, list),
+            "an array of choices",
+            required=True,
+        )
         if choices is None:
             return None
         if not choices:
@@ -511,14 +621,21 @@ class _Converter:
             return None
         for index, choice in enumerate(choices):
             if not isinstance(choice, str | int | float | bool):
-                self.add(f"{where}[{index}]", f"must be a string, number or boolean, got {_describe(choice)}")
+                self.add(
+                    f"{where}[{index}]",
+                    f"must be a string, number or boolean, got {_describe(choice)}",
+                )
                 return None
         for index, choice in enumerate(choices):
-            # Optuna stores a choice by its index found with ==, so True and 1 (or 1 and 1.0) collide.
+            # Optuna stores a choice by its index found with ==: True and 1 (or 1 and 1.0) collide.
             earlier = [c for c in choices[:index] if c == choice]
             if earlier:
-                same = "is given twice" if type(earlier[0]) is type(choice) else (
-                    f"equals {_describe(earlier[0])} in Python; optuna cannot tell them apart"
+                same = (
+                    "is given twice"
+                    if type(earlier[0]) is type(choice)
+                    else (
+                        f"equals {_describe(earlier[0])} in Python; optuna cannot tell them apart"
+                    )
                 )
                 self.add(f"{where}[{index}]", f"{_describe(choice)} {same}")
                 return None
@@ -529,9 +646,11 @@ class _Converter:
             return
         for param in params:
             if isinstance(param, FloatParam) and param.step is None:
-                self.add(_join(_join("params", param.name), "step"),
-                         f"missing; the {sampler.name} sampler needs a discrete search space: "
-                         "give this float a step, or use an int or categorical parameter")  # fmt: skip
+                self.add(
+                    _join(_join("params", param.name), "step"),
+                    f"missing; the {sampler.name} sampler needs a discrete search space: "
+                    "give this float a step, or use an int or categorical parameter",
+                )
 
     # -- the rest -----------------------------------------------------------------------------
 
@@ -539,20 +658,36 @@ class _Converter:
         if key not in data:
             return Component(default)
         table = self.table(data[key], key, None)
-        name = self.get(table, "name", key, lambda v: isinstance(v, str) and v != "",
-                        f"the name of a registered {key} (see `optspec plugins`)", default, required=True)  # fmt: skip
+        name = self.get(
+            table,
+            "name",
+            key,
+            lambda v: isinstance(v, str) and v != "",
+            f"the name of a registered {key} (see `optspec plugins`)",
+            default,
+            required=True,
+        )
         return Component(name, {k: v for k, v in table.items() if k != "name"})
 
     def constraints(self, value: Any) -> tuple[Constraint, ...]:
         if not isinstance(value, list):
-            self.add("constraints", f"must be an array of tables ([[constraints]]), got {_describe(value)}")
+            self.add(
+                "constraints",
+                f"must be an array of tables ([[constraints]]), got {_describe(value)}",
+            )
             return ()
         constraints = []
         for index, item in enumerate(value):
             path = f"constraints[{index}]"
             table = self.table(item, path, CONSTRAINT_KEYS)
-            metric = self.get(table, "metric", path, lambda v: isinstance(v, str) and v != "",
-                              "the name of a metric in the objective's result", required=True)  # fmt: skip
+            metric = self.get(
+                table,
+                "metric",
+                path,
+                lambda v: isinstance(v, str) and v != "",
+                "the name of a metric in the objective's result",
+                required=True,
+            )
             low = self.get(table, "min", path, _is_number, "a number")
             high = self.get(table, "max", path, _is_number, "a number")
             if "min" not in table and "max" not in table:
@@ -567,10 +702,18 @@ class _Converter:
         table = self.table(value, "run", RUN_KEYS)
         defaults = RunSection()
         positive = lambda v: _is_int(v) and v >= 1  # noqa: E731
-        workers = self.get(table, "workers", "run", lambda v: positive(v) or v == "auto",
-                           'an integer >= 1 or "auto"', defaults.workers)  # fmt: skip
+        workers = self.get(
+            table,
+            "workers",
+            "run",
+            lambda v: positive(v) or v == "auto",
+            'an integer >= 1 or "auto"',
+            defaults.workers,
+        )
         return RunSection(
-            n_trials=self.get(table, "n_trials", "run", positive, "an integer >= 1", defaults.n_trials),
+            n_trials=self.get(
+                table, "n_trials", "run", positive, "an integer >= 1", defaults.n_trials
+            ),
             timeout=self.duration(table, "timeout", "run", defaults.timeout),
             workers=workers,
             max_failed=self.get(table, "max_failed", "run", positive, "an integer >= 1"),
@@ -594,8 +737,11 @@ class _Converter:
                     what = "is fixed" if param else "is not a declared parameter"
                     self.add(where, f"{what}; enqueue one of: {', '.join(searchable) or 'none'}")
                 elif not param.contains(point):
-                    self.add(where, f"{_describe(point)} is outside the space of params.{name} "
-                             f"({_space(param)})")  # fmt: skip
+                    self.add(
+                        where,
+                        f"{_describe(point)} is outside the space of params.{name} "
+                        f"({_space(param)})",
+                    )
                 else:
                     self.enqueued_condition(item, param, where)
             points.append(dict(item) if isinstance(item, dict) else {})
@@ -606,9 +752,12 @@ class _Converter:
         be silently dropped by optuna; say so."""
         for condition in getattr(param, "when", ()):
             if condition.param in point and not condition.holds(point):
-                self.add(where, f"params.{param.name} exists only when {condition.param} is "
-                         f"{_choices(condition.values)}, but this point sets "
-                         f"{condition.param} = {point[condition.param]!r}")  # fmt: skip
+                self.add(
+                    where,
+                    f"params.{param.name} exists only when {condition.param} is "
+                    f"{_choices(condition.values)}, but this point sets "
+                    f"{condition.param} = {point[condition.param]!r}",
+                )
 
     def plugins(self, value: Any) -> PluginsSection:
         table = self.table(value, "plugins", PLUGINS_KEYS)
@@ -632,7 +781,9 @@ def _space(param: Param) -> str:
     if isinstance(param, CategoricalParam):
         return f"choices: {_choices(param.choices)}"
     text = f"low = {param.low}, high = {param.high}"
-    if isinstance(param, IntParam) and param.step != 1 or isinstance(param, FloatParam) and param.step:
+    if (isinstance(param, IntParam) and param.step != 1) or (
+        isinstance(param, FloatParam) and param.step
+    ):
         text += f", step = {param.step}"
     return text
 
@@ -654,7 +805,9 @@ def spec_to_toml(spec: Spec) -> str:
     tail = tomli_w.dumps({key: value for key, value in data.items() if key not in head_keys})
     text = head
     if params:
-        lines = "".join(f"{_toml_key(name)} = {_toml_inline(value)}\n" for name, value in params.items())
+        lines = "".join(
+            f"{_toml_key(name)} = {_toml_inline(value)}\n" for name, value in params.items()
+        )
         text += f"\n[params]\n{lines}"
     if tail:
         text += "\n" + tail
@@ -708,7 +861,11 @@ def spec_to_data(spec: Spec) -> dict[str, Any]:
         "sampler": {"name": spec.sampler.name, **spec.sampler.options},
         "pruner": {"name": spec.pruner.name, **spec.pruner.options},
         "constraints": [
-            {k: v for k, v in (("metric", c.metric), ("min", c.min), ("max", c.max)) if v is not None}
+            {
+                k: v
+                for k, v in (("metric", c.metric), ("min", c.min), ("max", c.max))
+                if v is not None
+            }
             for c in spec.constraints
         ],
         "run": {key: value for key, value in run.items() if value is not None},
@@ -733,8 +890,11 @@ def _param_data(param: Param) -> Any:
     if isinstance(param, CategoricalParam):
         data: dict[str, Any] = {"type": "categorical", "choices": list(param.choices)}
     else:
-        data = {"type": "float" if isinstance(param, FloatParam) else "int",
-                "low": param.low, "high": param.high}  # fmt: skip
+        data = {
+            "type": "float" if isinstance(param, FloatParam) else "int",
+            "low": param.low,
+            "high": param.high,
+        }
         if param.step is not None:
             data["step"] = param.step
         data["log"] = param.log
