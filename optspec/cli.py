@@ -43,16 +43,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the study a spec describes")
     run.add_argument("spec", metavar="SPEC", type=Path, help="the study spec (study.toml)")
-    run.add_argument("-o", "--output", metavar="DIR", type=Path,
-                     help="directory for study.db and results.json (default: [study] output)")
+    run.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        type=Path,
+        help="directory for study.db and results.json (default: [study] output)",
+    )
     _add_budget_options(run)
     _add_plugin_option(run)
-    run.add_argument("--overwrite", action="store_true",
-                     help="replace a study.db already in the output directory")
-    run.add_argument("--dashboard", metavar="PORT", nargs="?", type=_port, const=8080,
-                     help="serve optuna-dashboard over the live study on 127.0.0.1 (default port 8080)")
-    run.add_argument("--storage", metavar="URL",
-                     help="run on a shared storage (postgresql://, redis://) that `optspec worker` joins")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a study.db already in the output directory",
+    )
+    run.add_argument(
+        "--dashboard",
+        metavar="PORT",
+        nargs="?",
+        type=_port,
+        const=8080,
+        help="serve optuna-dashboard over the live study on 127.0.0.1 (default port 8080)",
+    )
+    run.add_argument(
+        "--storage",
+        metavar="URL",
+        help="run on a shared storage (postgresql://, redis://) that `optspec worker` joins",
+    )
     _add_quiet_option(run)
     run.set_defaults(command=_run)
 
@@ -60,8 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("study_db", metavar="STUDY_DB", type=Path)
     _add_budget_options(resume)
     _add_plugin_option(resume)
-    resume.add_argument("--spec-dir", metavar="DIR", type=Path,
-                        help="resolve the spec's objective references from DIR")
+    resume.add_argument(
+        "--spec-dir",
+        metavar="DIR",
+        type=Path,
+        help="resolve the spec's objective references from DIR",
+    )
     _add_quiet_option(resume)
     resume.set_defaults(command=_resume)
 
@@ -74,8 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check specs; nothing runs")
     validate.add_argument("specs", metavar="SPEC", type=Path, nargs="+")
-    validate.add_argument("--print", action="store_true", dest="print_spec",
-                          help="print the resolved spec, defaults filled in, as TOML")
+    validate.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_spec",
+        help="print the resolved spec, defaults filled in, as TOML",
+    )
     validate.set_defaults(command=_validate)
 
     show = commands.add_parser("show", help="states, best trial or Pareto front, the spec it ran")
@@ -86,14 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write every trial as CSV or JSON")
     export.add_argument("study_db", metavar="STUDY_DB", type=Path)
     export.add_argument("--format", choices=("csv", "json"), default="csv")
-    export.add_argument("-o", "--output", metavar="FILE", type=Path, help="default: standard output")
+    export.add_argument(
+        "-o", "--output", metavar="FILE", type=Path, help="default: standard output"
+    )
     export.set_defaults(command=_export)
 
-    plugins = commands.add_parser("plugins", help="plugins, their hooks, samplers, pruners, objectives")
+    plugins = commands.add_parser(
+        "plugins", help="plugins, their hooks, samplers, pruners, objectives"
+    )
     _add_plugin_option(plugins)
     plugins.set_defaults(command=_plugins)
 
-    dashboard = commands.add_parser("dashboard", help="optuna-dashboard for a study.db on 127.0.0.1")
+    dashboard = commands.add_parser(
+        "dashboard", help="optuna-dashboard for a study.db on 127.0.0.1"
+    )
     dashboard.add_argument("study_db", metavar="STUDY_DB", type=Path)
     dashboard.add_argument("--port", type=_port, default=8080)
     dashboard.set_defaults(command=_dashboard)
@@ -104,16 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_budget_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n-trials", metavar="N", type=_positive_int,
-                        help="trials the study should hold in all, counting earlier runs")
-    parser.add_argument("--timeout", metavar="T", type=_duration,
-                        help='wall-clock limit of this invocation: "90s", "10m", "2h" or seconds')
+    parser.add_argument(
+        "--n-trials",
+        metavar="N",
+        type=_positive_int,
+        help="trials the study should hold in all, counting earlier runs",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="T",
+        type=_duration,
+        help='wall-clock limit of this invocation: "90s", "10m", "2h" or seconds',
+    )
     parser.add_argument("--workers", metavar="W", type=_workers, help='processes, or "auto"')
 
 
 def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", dest="plugins", metavar="NAME", action="append", default=[],
-                        help="load plugin module NAME; -p no:NAME blocks plugin NAME")
+    parser.add_argument(
+        "-p",
+        dest="plugins",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="load plugin module NAME; -p no:NAME blocks plugin NAME",
+    )
 
 
 def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
@@ -209,6 +254,7 @@ def _export(args: argparse.Namespace) -> int:
 def _plugins(args: argparse.Namespace) -> int:
     from optspec.plugins import describe_plugins
 
+    sys.path.insert(0, "")  # -p NAME may name a module in the working directory, as for `run`
     print(describe_plugins(args.plugins))
     return 0
 

@@ -1,0 +1,1 @@
+"""The built-in plugins: ordinary plugin modules, loaded first and blockable like any other."""

@@ -1,0 +1,38 @@
+"""What a run is configured with, as every hook sees it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from attrs import frozen
+
+from optspec.spec import Spec
+
+Role = Literal["controller", "worker"]
+
+
+@frozen
+class Config:
+    """The validated spec plus what the command line and the process add to it.
+
+    ``spec.run`` already holds the effective budget (``--n-trials``, ``--timeout``, ``--workers``
+    applied). The same Config is rebuilt in every worker with ``role = "worker"``, so plugins can
+    tell where they run.
+    """
+
+    spec: Spec
+    output: Path
+    role: Role = "controller"
+    worker_index: int | None = None
+    plugin_args: tuple[str, ...] = ()
+    quiet: bool = False
+    storage_url: str | None = None
+
+    def plugin_options(self, name: str) -> dict[str, Any]:
+        """The ``[plugin.NAME]`` table of the spec, empty when absent."""
+        return dict(self.spec.plugin.get(name, {}))
+
+    @property
+    def study_db(self) -> Path:
+        return self.output / "study.db"
