@@ -161,6 +161,7 @@ class _Converter:
         self.problems: list[str] = []
         # Parameters declared with an error: a `when` naming one is not reported a second time.
         self.broken_params: set[str] = set()
+        self.declared_later: list[str] = []  # while converting a parameter: those after it
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -512,6 +513,7 @@ class _Converter:
                 self.table(item, path, tuple(dict.fromkeys(FLOAT_KEYS + CATEGORICAL_KEYS)))
                 self.broken_params.add(name)
                 continue
+            self.declared_later = [n for n in table if n not in params and n != name]
             when = self.conditions(item.get("when"), _join(path, "when"), params)
             param = getattr(self, f"{kind}_param")(name, item, path, when)
             if param is not None:
@@ -532,7 +534,10 @@ class _Converter:
             if name in self.broken_params:
                 continue  # params.NAME already has its own error; do not pile a second one on
             if not isinstance(parent, CategoricalParam):
-                self.add(where, self.condition_parent_problem(name, parent, earlier))
+                problem = self.condition_parent_problem(name, parent, earlier)
+                if parent is None and name in self.declared_later:
+                    problem = f"params.{name} is declared after this parameter; move it above"
+                self.add(where, problem)
                 continue
             values = tuple(wanted) if isinstance(wanted, list) else (wanted,)
             absent = [v for v in values if not parent.contains(v)]
@@ -657,7 +662,10 @@ class _Converter:
     def component(self, data: Mapping[str, Any], key: str, default: str) -> Component:
         if key not in data:
             return Component(default)
-        table = self.table(data[key], key, None)
+        if not isinstance(data[key], dict):
+            self.table(data[key], key, None)
+            return Component(default)
+        table = data[key]
         name = self.get(
             table,
             "name",
