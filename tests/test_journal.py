@@ -1,0 +1,455 @@
+"""SharedMemoryJournalBackend: in one process, across spawned processes, and when they die.
+
+Multi-process tests use real ``spawn`` processes, as optspec's workers do. Every wait is
+bounded, so a deadlock fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import enum
+import glob
+import multiprocessing
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from optspec.journal import SharedMemoryJournalBackend
+
+spawn = multiprocessing.get_context("spawn")
+JOIN_TIMEOUT = 30.0
+
+
+@pytest.fixture
+def backend() -> Iterator[SharedMemoryJournalBackend]:
+    with SharedMemoryJournalBackend() as journal:
+        yield journal
+
+
+def start(target: Callable[..., Any], *args: Any) -> BaseProcess:
+    process = spawn.Process(target=target, args=args, daemon=True)
+    process.start()
+    return process
+
+
+def join_all(processes: list[BaseProcess], timeout: float = JOIN_TIMEOUT) -> None:
+    """Join every process within ``timeout`` seconds in all, or kill them and fail."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    hung = [p for p in processes if p.is_alive()]
+    for process in hung:
+        process.kill()
+    assert not hung, f"processes still running after {timeout} s (deadlock?): {hung}"
+    assert [p.exitcode for p in processes] == [0] * len(processes)
+
+
+def receive(queue: Any, count: int, timeout: float = JOIN_TIMEOUT) -> list[Any]:
+    # Read results before joining: a child blocks on exit until its queue data is consumed.
+    return [queue.get(timeout=timeout) for _ in range(count)]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = JOIN_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+# -- one process -----------------------------------------------------------------------------
+
+
+def test_reads_back_in_order_from_any_log_number(backend: SharedMemoryJournalBackend) -> None:
+    logs = [{"n": i, "values": [i / 3, float("inf")], "name": f"x{i}"} for i in range(10)]
+    backend.append_logs(logs[:1])
+    backend.append_logs(logs[1:7])
+    backend.append_logs(logs[7:])
+
+    assert list(backend.read_logs(0)) == logs
+    assert list(backend.read_logs(10)) == []
+    assert list(backend.read_logs(4)) == logs[4:]
+    assert list(backend.read_logs(0)) == logs
+    assert list(backend.read_logs(25)) == []
+    assert len(backend) == 10
+    assert list(backend.logs()) == logs
+
+
+def test_new_logs_only_after_the_cursor(backend: SharedMemoryJournalBackend) -> None:
+    backend.append_logs([{"n": 0}])
+    assert list(backend.read_logs(0)) == [{"n": 0}]
+    assert list(backend.read_logs(1)) == []
+    backend.append_logs([{"n": 1}, {"n": 2}])
+    assert list(backend.read_logs(1)) == [{"n": 1}, {"n": 2}]
+    # A caller ahead of what this process has indexed still gets only what it asked for.
+    backend.append_logs([{"n": 3}, {"n": 4}])
+    assert list(backend.read_logs(4)) == [{"n": 4}]
+    assert len(backend) == 5
+
+
+def test_logs_written_as_json_would_write_them(backend: SharedMemoryJournalBackend) -> None:
+    class Kind(str, enum.Enum):
+        A = "a"
+
+    state = optuna.trial.TrialState.PRUNED
+    backend.append_logs([{"op_code": state, "state": state}, {"nested": {"kind": Kind.A}}])
+    assert list(backend.read_logs(0)) == [{"op_code": 2, "state": 2}, {"nested": {"kind": "a"}}]
+    assert type(next(backend.logs())["state"]) is int
+    with pytest.raises(TypeError):
+        backend.append_logs([{"not json": object()}])
+    assert len(backend) == 2
+
+
+def test_grows_past_its_initial_size() -> None:
+    with SharedMemoryJournalBackend(initial_size=1) as journal:
+        logs = [{"n": i, "pad": "x" * 3000} for i in range(1000)]
+        for i in range(0, 1000, 100):
+            journal.append_logs(logs[i : i + 100])
+        journal.append_logs([{"big": "y" * 5_000_000}])
+        assert list(journal.read_logs(0))[:-1] == logs
+        assert len(journal) == 1001
+
+
+def test_pickles_to_a_small_handle_that_attaches(backend: SharedMemoryJournalBackend) -> None:
+    backend.append_logs([{"pad": "x" * 100_000}])
+    handle = pickle.dumps(backend)
+    assert len(handle) < 200
+
+    with pickle.loads(handle) as attached:
+        assert attached is not backend
+        assert len(attached) == 1
+        attached.append_logs([{"from": "attached"}])
+        assert list(backend.read_logs(1)) == [{"from": "attached"}]
+    # Closing an attached copy leaves the journal to the others.
+    backend.append_logs([{"from": "creator"}])
+    assert len(backend) == 3
+
+
+def test_closed_journal_says_so() -> None:
+    journal = SharedMemoryJournalBackend()
+    journal.close()
+    journal.close()
+    with pytest.raises(ValueError, match="closed"):
+        journal.read_logs(0)
+    with pytest.raises(ValueError, match="closed"):
+        journal.append_logs([{}])
+    with pytest.raises(ValueError, match="closed"):
+        pickle.dumps(journal)
+
+
+def test_attaching_to_a_vanished_journal_fails_clearly() -> None:
+    journal = SharedMemoryJournalBackend()
+    handle = pickle.dumps(journal)
+    journal.close()
+    with pytest.raises(OSError, match="cannot attach"):
+        pickle.loads(handle)
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+
+def append_in_random_batches(
+    journal: SharedMemoryJournalBackend, worker: int, count: int, total: int, results: Any
+) -> None:
+    rng = random.Random(worker)
+    seen = []  # read incrementally while appending, as JournalStorage does
+    seq = 0
+    while seq < count:
+        size = min(rng.randint(1, 40), count - seq)
+        journal.append_logs(
+            [{"w": worker, "seq": seq + i, "pad": "p" * rng.randint(0, 300)} for i in range(size)]
+        )
+        seq += size
+        seen.extend(journal.read_logs(len(seen)))
+    wait_for(lambda: len(journal) == total)
+    seen.extend(journal.read_logs(len(seen)))
+    everything = list(journal.read_logs(0))
+    assert everything == seen
+    results.put([(log["w"], log["seq"]) for log in everything])
+
+
+@pytest.mark.slow
+def test_concurrent_appends_have_one_order_everywhere() -> None:
+    workers, per_worker = 4, 5000
+    total = workers * per_worker
+    # A small start, so the journal also grows while four processes use it.
+    with SharedMemoryJournalBackend(initial_size=64 * 1024) as journal:
+        results = spawn.Queue()
+        processes = [
+            start(append_in_random_batches, journal, w, per_worker, total, results)
+            for w in range(workers)
+        ]
+        orders = receive(results, workers)
+        join_all(processes)
+        assert [(log["w"], log["seq"]) for log in journal.logs()] == orders[0]
+
+    order = orders[0]
+    assert all(other == order for other in orders[1:])
+    assert len(order) == len(set(order)) == total
+    for w in range(workers):
+        assert [seq for who, seq in order if who == w] == list(range(per_worker))
+
+
+def append_until_killed(journal: SharedMemoryJournalBackend, victim: int, started: Any) -> None:
+    started.set()
+    batch = 0
+    while True:  # large batches, so a kill often lands inside a write or under the lock
+        journal.append_logs(
+            [
+                {"victim": victim, "batch": batch, "i": i, "of": 64, "pad": "v" * 500}
+                for i in range(64)
+            ]
+        )
+        batch += 1
+
+
+def append_and_check(
+    journal: SharedMemoryJournalBackend, worker: int, stop: Any, results: Any
+) -> None:
+    read = 0
+    appended = 0
+    while not stop.is_set():
+        journal.append_logs([{"survivor": worker, "seq": appended}])
+        appended += 1
+        for log in journal.read_logs(read):
+            assert_well_formed(log)
+            read += 1
+        time.sleep(0.001)  # leave CPU to the victims' start-up on a 2-core machine
+    results.put((worker, appended, read))
+
+
+def assert_well_formed(log: dict[str, Any]) -> None:
+    if "victim" in log:
+        assert set(log) == {"victim", "batch", "i", "of", "pad"} and log["pad"] == "v" * 500
+    else:
+        assert set(log) == {"survivor", "seq"}
+
+
+@pytest.mark.slow
+def test_a_writer_killed_mid_append_leaves_no_trace_and_no_lock() -> None:
+    kills = 20
+    rng = random.Random(0)
+    with SharedMemoryJournalBackend() as journal:
+        stop, results = spawn.Event(), spawn.Queue()
+        survivors = [start(append_and_check, journal, w, stop, results) for w in range(2)]
+        for victim in range(kills):
+            started = spawn.Event()
+            process = start(append_until_killed, journal, victim, started)
+            assert started.wait(JOIN_TIMEOUT)
+            time.sleep(rng.uniform(0.005, 0.05))
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(JOIN_TIMEOUT)
+        # The survivors still make progress after the last kill: no lock was left held.
+        before = len(journal)
+        wait_for(lambda: len(journal) > before + 100)
+        stop.set()
+        reports = receive(results, 2)
+        join_all(survivors)
+
+        logs = list(journal.read_logs(0))
+    for log in logs:
+        assert_well_formed(log)
+    for worker, appended, read in reports:
+        assert [log["seq"] for log in logs if log.get("survivor") == worker] == list(
+            range(appended)
+        )
+        assert read >= appended
+    # Each victim's batches appear whole or not at all.
+    batches: dict[tuple[int, int], list[int]] = {}
+    for log in logs:
+        if "victim" in log:
+            batches.setdefault((log["victim"], log["batch"]), []).append(log["i"])
+    assert batches and all(items == list(range(64)) for items in batches.values())
+
+
+# -- JournalStorage ----------------------------------------------------------------------------
+
+
+def optimize_and_report(storage: optuna.storages.JournalStorage, seed: int, results: Any) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(
+        study_name="shared", storage=storage, sampler=optuna.samplers.RandomSampler(seed=seed)
+    )
+    written: dict[int, dict[str, Any]] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", -10, 10)
+        n = trial.suggest_int("n", 1, 8)
+        kind = trial.suggest_categorical("kind", ["a", "b", "c"])
+        record = written[trial.number] = {
+            "params": {"x": x, "n": n, "kind": kind},
+            "intermediate": {},
+            "attrs": {"seed": seed, "kind": kind, "steps": [x, n]},
+        }
+        for key, value in record["attrs"].items():
+            trial.set_user_attr(key, value)
+        for step in range(n):
+            record["intermediate"][step] = x * step
+            trial.report(x * step, step)
+        if kind == "b":
+            record["state"] = optuna.trial.TrialState.PRUNED
+            record["value"] = x * (n - 1)  # Optuna keeps a pruned trial's last report
+            raise optuna.TrialPruned()
+        if n == 8:
+            record["state"] = optuna.trial.TrialState.FAIL
+            raise ValueError("n == 8 fails on purpose")
+        record["state"] = optuna.trial.TrialState.COMPLETE
+        record["value"] = x * x + n
+        return x * x + n
+
+    study.optimize(objective, n_trials=40, catch=(ValueError,))
+    results.put(written)
+
+
+@pytest.mark.slow
+def test_two_processes_optimize_one_study() -> None:
+    with SharedMemoryJournalBackend() as journal:
+        storage = optuna.storages.JournalStorage(journal)
+        optuna.create_study(study_name="shared", storage=storage)
+        results = spawn.Queue()
+        processes = [start(optimize_and_report, storage, seed, results) for seed in (1, 2)]
+        written = receive(results, 2)
+        join_all(processes)
+        trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+
+    assert not set(written[0]) & set(written[1])
+    expected = written[0] | written[1]
+    assert [t.number for t in trials] == list(range(80)) == sorted(expected)
+    assert [t._trial_id for t in trials] == list(range(80))
+    for trial in trials:
+        record = expected[trial.number]
+        assert trial.params == record["params"]
+        assert trial.intermediate_values == record["intermediate"]
+        assert trial.user_attrs == record["attrs"]
+        assert trial.state == record["state"]
+        assert trial.value == record.get("value")
+    states = {t.state for t in trials}
+    assert {optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL} <= states
+
+
+# -- growth across processes ---------------------------------------------------------------------
+
+
+def append_big_logs(
+    journal: SharedMemoryJournalBackend, tag: str, count: int, results: Any
+) -> None:
+    for i in range(count):
+        journal.append_logs([{"tag": tag, "i": i, "pad": tag * 50_000}])
+    wait_for(lambda: len(journal) == 2 * count)
+    results.put(sorted((log["tag"], log["i"], len(log["pad"])) for log in journal.read_logs(0)))
+
+
+@pytest.mark.slow
+def test_growth_is_seen_by_every_process() -> None:
+    count = 200  # 2 x 200 x 50 kB = 20 MB, from a 64 kB start
+    with SharedMemoryJournalBackend(initial_size=64 * 1024) as journal:
+        results = spawn.Queue()
+        processes = [start(append_big_logs, journal, tag, count, results) for tag in "ab"]
+        seen = receive(results, 2)
+        join_all(processes)
+        here = sorted((log["tag"], log["i"], len(log["pad"])) for log in journal.logs())
+    expected = sorted((tag, i, 50_000) for tag in "ab" for i in range(count))
+    assert seen == [expected, expected]
+    assert here == expected
+
+
+# -- leftovers -------------------------------------------------------------------------------------
+
+
+def shm_entries() -> set[str]:
+    # multiprocessing's semaphores (sem.mp-*) from other test runs on the machine are not ours;
+    # the creator scripts below do not use multiprocessing.
+    return {e for e in os.listdir("/dev/shm") if not e.startswith("sem.mp-")}
+
+
+def holders_of_memfd(name: str) -> list[str]:
+    """Every /proc/PID/fd link or mapping that still points at the memfd called ``name``."""
+    found = []
+    for link in glob.glob("/proc/[0-9]*/fd/*"):
+        try:
+            if f"/memfd:{name} " in os.readlink(link) + " ":
+                found.append(link)
+        except OSError:
+            pass  # the fd or process went away while we looked
+    for maps in glob.glob("/proc/[0-9]*/maps"):
+        try:
+            if f"/memfd:{name} " in Path(maps).read_text() + " ":
+                found.append(maps)
+        except OSError:
+            pass
+    return found
+
+
+CREATOR = textwrap.dedent(
+    """
+    import sys
+    from optspec.journal import SharedMemoryJournalBackend
+
+    with SharedMemoryJournalBackend(initial_size=1 << 20) as journal:
+        journal.append_logs([{"pad": "x" * 1000}] * 2000)
+        print("ready", flush=True)
+        sys.stdin.readline()  # wait for the test: it checks the journal exists, then acts
+        raise RuntimeError("boom")
+    """
+)
+
+
+def run_creator(how: str) -> bytes:
+    creator = subprocess.Popen(
+        [sys.executable, "-c", CREATOR],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert creator.stdin is not None and creator.stdout is not None
+        assert creator.stdout.readline() == b"ready\n"
+        assert holders_of_memfd(f"optspec-journal-{creator.pid}")
+        if how == "sigkill":
+            creator.kill()
+        elif how == "sigint":
+            creator.send_signal(signal.SIGINT)
+        else:
+            creator.stdin.write(b"go\n")
+            creator.stdin.flush()
+        creator.wait(JOIN_TIMEOUT)
+    finally:
+        creator.kill()
+        creator.wait()
+    assert creator.returncode != 0
+    assert holders_of_memfd(f"optspec-journal-{creator.pid}") == []
+    assert creator.stderr is not None
+    return creator.stderr.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["raise", "sigint", "sigkill"])
+def test_nothing_left_behind_when_the_creator_dies(how: str) -> None:
+    before = shm_entries()
+    stderr = run_creator(how)
+    assert shm_entries() - before == set()
+    expected = {"raise": b"RuntimeError: boom", "sigint": b"KeyboardInterrupt", "sigkill": b""}
+    assert expected[how] in stderr
+
+
+def test_nothing_left_behind_after_close() -> None:
+    before = shm_entries()
+    journal = SharedMemoryJournalBackend()
+    journal.append_logs([{"pad": "x" * 10_000}])
+    attached = pickle.loads(pickle.dumps(journal))
+    name = f"optspec-journal-{os.getpid()}"
+    assert holders_of_memfd(name)
+    attached.close()
+    journal.close()
+    assert holders_of_memfd(name) == []
+    assert shm_entries() - before == set()
