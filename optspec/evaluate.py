@@ -10,9 +10,9 @@ worker records it under :data:`FAIL_REASON_ATTR` and tells the trial as FAIL.
 
 Dict results and objectives: ``[[study.objectives]]`` picks each objective's value from the dict
 by metric name. Without it (``direction = ...``) a dict is accepted only when the study has one
-objective and the dict holds exactly one numeric metric, which is then the value: a command
-printing ``{"loss": 0.5}`` just works, while a dict with several numbers is refused instead of
-guessed at.
+objective and the dict holds exactly one numeric metric besides those ``[[constraints]]`` read,
+which is then the value: a command printing ``{"loss": 0.5}`` just works, while a dict with
+several candidate numbers is refused instead of guessed at.
 """
 
 from __future__ import annotations
@@ -96,7 +96,10 @@ def _keep_as_user_attrs(trial: optuna.Trial, metrics: Mapping[str, Any]) -> None
 def _values_from_metrics(metrics: Mapping[str, Any], spec: Spec) -> list[float]:
     selected = spec.study.metrics
     if selected is None:
-        numeric = [name for name, value in metrics.items() if _is_number(value)]
+        constrained = {constraint.metric for constraint in spec.constraints}
+        numeric = [
+            name for name, value in metrics.items() if _is_number(value) and name not in constrained
+        ]
         if len(spec.study.objectives) != 1 or len(numeric) != 1:
             raise TrialFailed(
                 f"the objective returned a dict of metrics ({_names(metrics)}); add one "
