@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from attrs import frozen
+from attrs import Factory, field, frozen
 
 from optspec.spec import Spec
 
@@ -28,11 +28,9 @@ class Config:
     plugin_args: tuple[str, ...] = ()
     quiet: bool = False
     storage_url: str | None = None
+    study_db: Path = field(default=Factory(lambda self: self.output / "study.db", takes_self=True))
+    """Where ``on_finish`` writes the study: ``output/study.db``, or the file ``resume`` read."""
 
     def plugin_options(self, name: str) -> dict[str, Any]:
         """The ``[plugin.NAME]`` table of the spec, empty when absent."""
         return dict(self.spec.plugin.get(name, {}))
-
-    @property
-    def study_db(self) -> Path:
-        return self.output / "study.db"

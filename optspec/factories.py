@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from optspec.errors import SpecError
@@ -51,13 +51,15 @@ def call_factory(
     *,
     table: str,
     name: str,
-    context: Mapping[str, Any] | None = None,
+    context: Mapping[str, Callable[[], Any]] | None = None,
     positional: tuple[Any, ...] = (),
 ) -> Any:
     """``factory(*positional, **options, **context it asks for)``; bad options are SpecErrors.
 
     :param table: the TOML path of the options' table (``"sampler"``), for messages.
     :param name: the registered name (``"tpe"``), for messages.
+    :param context: values offered to factories that take a parameter of that name, made only
+        when taken (a grid of every value can be large).
     """
     try:
         signature = inspect.signature(factory)
@@ -80,9 +82,9 @@ def call_factory(
             ]
             if problems:
                 raise SpecError(problems)
-        for key, value in (context or {}).items():
+        for key, make_value in (context or {}).items():
             if key in parameters and key not in kwargs:
-                kwargs[key] = value
+                kwargs[key] = make_value()
     try:
         return factory(*positional, **kwargs)
     except (TypeError, ValueError) as exc:

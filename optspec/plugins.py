@@ -171,7 +171,7 @@ def _load_entry_points(pm: PluginManager) -> None:
         )
         try:
             plugin = entry_point.load()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
             raise _import_failure(info, exc) from None
         pm.register_plugin(plugin, info)
 
@@ -183,7 +183,7 @@ def _load_module(pm: PluginManager, name: str, source: Source) -> None:
     info = PluginInfo(name, source, name, distribution, version)
     try:
         module = importlib.import_module(name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
         raise _import_failure(info, exc) from None
     pm.register_plugin(module, info)
 
@@ -198,7 +198,7 @@ def _load_local_file(pm: PluginManager, path: Path) -> None:
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
         raise _import_failure(info, exc) from None
     pm.register_plugin(module, info)
 

@@ -1,0 +1,198 @@
+"""Progress while a study runs and a summary when it ends.
+
+On a terminal, one line redrawn in place: trials done of the total, failures, the best value,
+trials per second and the time left. Elsewhere (CI logs, pipes), a plain line every few seconds.
+Progress goes to stderr, the summary to stdout; ``-q`` silences both.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, TextIO
+
+from optspec import hookimpl
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from optspec.config import Config
+    from optspec.outcome import Outcome
+
+REDRAW_INTERVAL = 0.1
+LOG_INTERVAL = 5.0
+
+
+class Progress:
+    """Counts what ``on_trial_end`` reports and draws it."""
+
+    def __init__(self, config: Config, stream: TextIO) -> None:
+        self.total = config.spec.run.n_trials
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.config = config
+        self.started = time.monotonic()
+        self.last_drawn = 0.0
+        self.done_before = 0
+        self.done = 0
+        self.failed = 0
+        self.best: float | None = None
+        self.minimize = True
+        self.single = True
+
+    def study_start(self, study: optuna.Study) -> None:
+        from optuna.study import StudyDirection
+
+        self.single = len(study.directions) == 1
+        self.minimize = study.directions[0] == StudyDirection.MINIMIZE
+        self.done_before = sum(
+            1 for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()
+        )
+        self.started = time.monotonic()
+
+    def trial_end(self, trial: FrozenTrial) -> None:
+        from optuna.trial import TrialState
+
+        self.done += 1
+        if trial.state == TrialState.FAIL:
+            self.failed += 1
+        elif trial.state == TrialState.COMPLETE and self.single and trial.value is not None:
+            feasible = all(value <= 0 for value in trial.constraints.values())
+            if feasible and (self.best is None or (trial.value < self.best) == self.minimize):
+                self.best = trial.value
+        now = time.monotonic()
+        interval = REDRAW_INTERVAL if self.tty else LOG_INTERVAL
+        if now - self.last_drawn >= interval or self.done_before + self.done >= self.total:
+            self.last_drawn = now
+            self.draw(now)
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        done = self.done_before + self.done
+        left = self.total - done
+        eta = f"{left / rate:.0f}s left" if rate > 0 and left > 0 else ""
+        parts = [f"{done}/{self.total} trials"]
+        if self.failed:
+            parts.append(f"{self.failed} failed")
+        if self.best is not None:
+            parts.append(f"best {self.best:.6g}")
+        parts.append(f"{rate:.1f} trials/s")
+        if eta:
+            parts.append(eta)
+        return " | ".join(parts)
+
+    def draw(self, now: float) -> None:
+        if self.tty:
+            width = 24
+            filled = (
+                width
+                if self.total == 0
+                else min(width, width * (self.done_before + self.done) // self.total)
+            )
+            bar = "#" * filled + "-" * (width - filled)
+            self.stream.write(f"\r[{bar}] {self.line(now)}\x1b[K")
+        else:
+            self.stream.write(f"optspec: {self.line(now)}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+_progress: Progress | None = None
+
+
+@hookimpl
+def configure(config: Config) -> None:
+    global _progress
+    # Module state is reset on every run: the same process may run several studies (tests, API).
+    _progress = None
+    if config.role == "controller" and not config.quiet:
+        _progress = Progress(config, sys.stderr)
+
+
+@hookimpl
+def on_study_start(study: optuna.Study) -> None:
+    if _progress is not None:
+        _progress.study_start(study)
+
+
+@hookimpl
+def on_trial_end(trial: FrozenTrial) -> None:
+    if _progress is not None:
+        _progress.trial_end(trial)
+
+
+# A wrapper registered after the sqlite plugin's wrapper, so it runs outside it: the summary is
+# printed once study.db is written, and says whether it was.
+@hookimpl(wrapper=True, tryfirst=True)
+def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generator[None, Any, Any]:
+    global _progress
+    progress, _progress = _progress, None
+    if progress is not None:
+        progress.close()
+    saved = False
+    try:
+        result = yield
+        saved = config.study_db.exists()
+        return result
+    finally:
+        if progress is not None:
+            elapsed = time.monotonic() - progress.started
+            print(summary_text(study, config, outcome, elapsed, saved=saved))
+
+
+def summary_text(
+    study: optuna.Study, config: Config, outcome: Outcome, elapsed: float, *, saved: bool = True
+) -> str:
+    from optspec.results import study_summary
+
+    summary = study_summary(study)
+    states = ", ".join(f"{count} {state}" for state, count in sorted(summary["states"].items()))
+    lines = [
+        f"{summary['study']}: {summary['n_trials']} trials ({states or 'none'}) "
+        f"in {elapsed:.1f}s; {outcome.status}" + (f": {outcome.message}" if outcome.message else "")
+    ]
+    if "best_trial" in summary:
+        best = summary["best_trial"]
+        if best is None:
+            lines.append("no trial completed")
+        else:
+            lines.append(f"best trial #{best['number']}: value {_number(best['values'][0])}")
+            lines += [f"  {name} = {value!r}" for name, value in best["params"].items()]
+    else:
+        front = summary["best_trials"]
+        lines.append(f"Pareto front: {len(front)} trials")
+        lines += _table(
+            ["trial", *summary["directions"], "params"],
+            [
+                [f"#{t['number']}", *(_number(v) for v in t["values"]), _params(t["params"])]
+                for t in front
+            ],
+        )
+    if saved:
+        lines.append(f"saved: {config.study_db}")
+    return "\n".join(lines)
+
+
+def _number(value: float | str) -> str:
+    return (
+        value if isinstance(value, str) else f"{value:.6g}" if math.isfinite(value) else str(value)
+    )
+
+
+def _params(params: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]
+    ]

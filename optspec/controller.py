@@ -1,0 +1,356 @@
+"""The controller's loop: worker processes, the trial budget, limits and signals.
+
+Budget
+    A semaphore holds one ticket per trial still to run. A worker takes a ticket before each
+    ``ask`` and exits when none is left, so no worker overshoots ``n_trials``. A worker killed
+    between taking a ticket and creating its trial loses that ticket; when every worker has
+    exited, the controller compares the study with the target and hands out what is missing.
+
+Watching
+    The controller reads the shared journal through its own handle and fires ``on_trial_end``
+    for each trial whose state became final, whichever process wrote it (its own failing of a
+    dead worker's trial included).
+
+Stopping
+    The first SIGINT or SIGTERM, the timeout or ``max_failed`` take the remaining tickets back;
+    running trials may finish for :data:`GRACE_PERIOD` seconds. A second signal or the end of the
+    grace period terminates the workers. Trials a dead or stopped worker leaves RUNNING become
+    FAIL with the reason in the ``fail_reason`` user attribute.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from optspec.outcome import Outcome
+from optspec.worker import EXIT_SETUP_FAILED, IDLE, Slots, WorkerSetup, run_worker
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from optspec.config import Config
+    from optspec.plugins import PluginManager
+
+GRACE_PERIOD = 10.0
+"""Seconds running trials get to finish once the run stops handing out trials."""
+KILL_AFTER = 3.0
+"""Seconds between SIGTERM and SIGKILL for a worker that must stop."""
+TRIAL_TIMEOUT_SLACK = 2.0
+"""Extra seconds before the controller kills a worker over ``trial_timeout``: a command
+objective stops its own process first and records a clearer reason."""
+POLL_INTERVAL = 0.05
+
+INTERRUPTED_ATTR = "optspec:interrupted"
+"""Trial system attribute: the run was stopped while this trial ran; ``resume`` retries it."""
+
+_FINISHED_STATES = frozenset({1, 2, 3})  # TrialState COMPLETE, PRUNED, FAIL
+_SET_TRIAL_STATE_VALUES = 6  # JournalOperation.SET_TRIAL_STATE_VALUES
+
+
+class JournalWatcher:
+    """Finished trials, read from the journal as they appear, each reported once."""
+
+    def __init__(self, backend: Any) -> None:
+        import pickle
+
+        # A handle of its own, so its read cursor never competes with the study's storage.
+        self._backend = pickle.loads(pickle.dumps(backend))
+        self._cursor = len(self._backend)
+
+    def finished_trial_ids(self) -> list[int]:
+        logs = self._backend.read_logs(self._cursor)
+        self._cursor += len(logs)
+        return [
+            log["trial_id"]
+            for log in logs
+            if log["op_code"] == _SET_TRIAL_STATE_VALUES and log["state"] in _FINISHED_STATES
+        ]
+
+    def close(self) -> None:
+        self._backend.close()
+
+
+class _Worker:
+    def __init__(self, index: int, generation: int, process: multiprocessing.process.BaseProcess):
+        self.index = index
+        self.generation = generation
+        self.process = process
+        self.stop_reason: str | None = None
+        self.kill_at: float | None = None
+
+
+class Controller:
+    """Runs the workers of one invocation and returns how it ended."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        pm: PluginManager,
+        study: optuna.Study,
+        backend: Any,
+        plugin_objects: tuple[object, ...] = (),
+        snapshot: bytes | None = None,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.pm = pm
+        self.study = study
+        self.storage = study._storage
+        self.backend = backend
+        self.plugin_objects = plugin_objects
+        self.snapshot = snapshot
+        self.on_tick = on_tick
+        self.context = multiprocessing.get_context("spawn")
+        self.n_workers = config.spec.run.worker_count
+        self.tickets = self.context.Semaphore(0)
+        self.slots = Slots(
+            self.context.Array("q", [IDLE] * self.n_workers, lock=False),
+            self.context.Array("d", [0.0] * self.n_workers, lock=False),
+        )
+        self.workers: list[_Worker] = []
+        self.failed = 0
+        self.finished = 0
+        self.outcome: Outcome | None = None
+        self.grace_ends: float | None = None
+        self.signals = 0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        run = self.config.spec.run
+        started = time.monotonic()
+        watcher = JournalWatcher(self.backend)
+        try:
+            with self._signals_handled():
+                self._hand_out(self._missing())
+                self._start_workers()
+                while True:
+                    self._report_finished(watcher)
+                    self._reap()
+                    now = time.monotonic()
+                    if run.timeout is not None and now - started >= run.timeout:
+                        self.stop("done", f"timeout of {_seconds(run.timeout)} reached")
+                    self._enforce_deadlines(now)
+                    # Every worker gone: stop, unless tickets died with a worker (then top up).
+                    if not self._alive() and (self.outcome is not None or not self._top_up()):
+                        break
+                    if self.on_tick is not None:
+                        self.on_tick()
+                    self._wait()
+                self._terminate_all("the run stopped")
+                self._fail_leftovers()
+                self._report_finished(watcher)
+        finally:
+            self._terminate_all("the controller stopped")
+            watcher.close()
+        return self.outcome or Outcome("done", f"{self.config.spec.run.n_trials} trials reached")
+
+    def stop(self, status: str, message: str) -> None:
+        """Hand out no more trials; running ones get the grace period. The first reason wins."""
+        if self.outcome is None:
+            self.outcome = Outcome(status, message)  # type: ignore[arg-type]
+            self.grace_ends = time.monotonic() + GRACE_PERIOD
+        while self.tickets.acquire(block=False):
+            pass
+
+    # -- budget -----------------------------------------------------------------------------
+
+    def _missing(self) -> int:
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        counted = sum(1 for trial in trials if trial.state != TrialState.WAITING)
+        return max(0, self.config.spec.run.n_trials - counted)
+
+    def _hand_out(self, count: int) -> None:
+        for _ in range(count):
+            self.tickets.release()
+
+    def _top_up(self) -> bool:
+        """All workers exited: if tickets were lost with a dead worker, run the missing trials."""
+        missing = self._missing()
+        if missing == 0:
+            return False
+        self._hand_out(missing)
+        self._start_workers()
+        return True
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        alive = {worker.index for worker in self.workers if worker.process.is_alive()}
+        for index in range(self.n_workers):
+            if index not in alive:
+                self._start_worker(index)
+
+    def _start_worker(self, index: int) -> None:
+        generation = sum(1 for worker in self.workers if worker.index == index)
+        setup = WorkerSetup(
+            config=self.config,
+            storage=self.storage,
+            study_name=self.study.study_name,
+            index=index,
+            generation=generation,
+            tickets=self.tickets,
+            slots=self.slots,
+            plugin_objects=self.plugin_objects,
+            snapshot=self.snapshot,
+        )
+        process = self.context.Process(
+            target=run_worker, args=(setup,), name=f"optspec-worker-{index}", daemon=True
+        )
+        process.start()
+        self.workers.append(_Worker(index, generation, process))
+
+    def _alive(self) -> list[_Worker]:
+        return [worker for worker in self.workers if worker.process.exitcode is None]
+
+    def _reap(self) -> None:
+        for worker in list(self.workers):
+            code = worker.process.exitcode
+            if code is None:
+                continue
+            self.workers.remove(worker)
+            worker.process.join()
+            trial_number = self.slots.trial_numbers[worker.index]
+            self.slots.trial_numbers[worker.index] = IDLE
+            if code == 0 and trial_number == IDLE:
+                continue
+            reason = worker.stop_reason or _exit_reason(worker, code)
+            if trial_number != IDLE:
+                self._fail_trial(trial_number, reason, interrupted=worker.stop_reason is not None)
+            if code == EXIT_SETUP_FAILED:
+                self.stop("failed", f"worker {worker.index} could not start (see above)")
+            elif self.outcome is None:
+                self._start_worker(worker.index)
+
+    def _enforce_deadlines(self, now: float) -> None:
+        if self.grace_ends is not None and now >= self.grace_ends:
+            self._terminate_all(f"still running when the run stopped ({self.outcome.message})")
+        trial_timeout = self.config.spec.run.trial_timeout
+        for worker in self._alive():
+            if worker.kill_at is not None and now >= worker.kill_at:
+                worker.process.kill()
+            elif trial_timeout is not None and worker.stop_reason is None:
+                number = self.slots.trial_numbers[worker.index]
+                if number != IDLE:
+                    ran = time.time() - self.slots.started[worker.index]
+                    if ran > trial_timeout + TRIAL_TIMEOUT_SLACK:
+                        self._terminate(
+                            worker, f"trial_timeout of {_seconds(trial_timeout)} exceeded"
+                        )
+
+    def _terminate(self, worker: _Worker, reason: str) -> None:
+        if worker.stop_reason is None:
+            worker.stop_reason = reason
+            worker.kill_at = time.monotonic() + KILL_AFTER
+            worker.process.terminate()
+
+    def _terminate_all(self, reason: str) -> None:
+        for worker in self._alive():
+            self._terminate(worker, reason)
+        deadline = time.monotonic() + KILL_AFTER
+        for worker in self._alive():
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join()
+        self._reap()
+
+    def _wait(self) -> None:
+        sentinels = [worker.process.sentinel for worker in self.workers]
+        multiprocessing.connection.wait(sentinels, timeout=POLL_INTERVAL)
+
+    # -- trials -----------------------------------------------------------------------------
+
+    def _report_finished(self, watcher: JournalWatcher) -> None:
+        from optuna.trial import TrialState
+
+        for trial_id in watcher.finished_trial_ids():
+            trial = self.storage.get_trial(trial_id)
+            self.finished += 1
+            if trial.state == TrialState.FAIL:
+                self.failed += 1
+            self._trial_end(trial)
+        max_failed = self.config.spec.run.max_failed
+        if max_failed is not None and self.failed >= max_failed:
+            self.stop("failed", f"max_failed = {max_failed} reached: {self.failed} trials failed")
+
+    def _trial_end(self, trial: FrozenTrial) -> None:
+        try:
+            self.pm.hook.on_trial_end(study=self.study, trial=trial)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug stops the study, with its name
+            self.stop("failed", f"a plugin raised in on_trial_end: {type(exc).__name__}: {exc}")
+
+    def _fail_trial(self, number: int, reason: str, *, interrupted: bool) -> None:
+        from optuna.trial import TrialState
+
+        from optspec.evaluate import FAIL_REASON_ATTR
+
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, number
+        )
+        if self.storage.get_trial(trial_id).state != TrialState.RUNNING:
+            return  # it finished after all, just before its worker went away
+        self.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+        if interrupted:
+            self.storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)
+        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+    def _fail_leftovers(self) -> None:
+        """Trials still RUNNING once every worker is gone: their worker died unnoticed."""
+        from optuna.trial import TrialState
+
+        message = self.outcome.message if self.outcome else "the run ended"
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self._fail_trial(trial.number, f"left running when the run ended ({message})",
+                             interrupted=True)  # fmt: skip
+
+    # -- signals ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _signals_handled(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread (API use in a thread)
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
+            signal.signal(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals += 1
+        name = signal.Signals(signum).name
+        if self.signals == 1:
+            self.outcome = None if self.outcome and self.outcome.status == "done" else self.outcome
+            self.stop("interrupted", f"interrupted by {name}")
+        else:
+            self.grace_ends = time.monotonic()  # the loop terminates the workers now
+
+
+def _exit_reason(worker: _Worker, code: int) -> str:
+    pid = worker.process.pid
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"worker {worker.index} (pid {pid}) died: killed by {name}"
+    return f"worker {worker.index} (pid {pid}) died: exit status {code}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"

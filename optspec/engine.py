@@ -1,0 +1,376 @@
+"""A study's lifecycle: spec -> plugins -> journal -> study -> workers -> on_finish.
+
+:func:`run_study` starts a study from a spec, :func:`resume_study` continues one from its study.db.
+Both check everything a user can get wrong (spec, plugins, sampler options, the output directory)
+before writing anything, run the :class:`~optspec.controller.Controller`, and always end with
+``on_finish``, where the built-in ``sqlite`` plugin writes study.db.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from attrs import frozen
+
+from optspec.config import Config
+from optspec.errors import OptspecError, SpecError, UsageError
+from optspec.outcome import Outcome
+from optspec.spec import Spec, load_spec, parse_spec
+
+if TYPE_CHECKING:
+    import argparse
+
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from optspec.plugins import PluginManager
+
+SPEC_ATTR = "optspec:spec"
+SPEC_SHA256_ATTR = "optspec:spec_sha256"
+VERSION_ATTR = "optspec:version"
+SPEC_DIR_ATTR = "optspec:spec_dir"
+SPEC_FILE_ATTR = "optspec:spec_file"
+RETRIED_ATTR = "optspec:retried"
+"""Trial system attribute: ``resume`` enqueued this interrupted trial's parameters again."""
+
+
+@frozen
+class RunResult:
+    """What a run leaves: how it ended and, for convenience, a snapshot of its trials."""
+
+    outcome: Outcome
+    study_name: str
+    output: Path
+    study_db: Path
+    trials: list[FrozenTrial]
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+
+def run_study(
+    spec: Spec | str | os.PathLike[str],
+    *,
+    output: str | os.PathLike[str] | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int | str | None = None,
+    plugin_args: Sequence[str] = (),
+    plugins: Sequence[object] = (),
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> RunResult:
+    """Run the study ``spec`` describes and write study.db; the API behind ``optspec run``.
+
+    :param plugins: plugin objects registered after all others (they must pickle, since every
+        worker registers them too: modules, or instances of importable classes).
+    :raises UsageError: (and SpecError) for anything the user can fix; nothing is written then.
+    """
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    spec = _with_budget(spec, n_trials, timeout, workers)
+    out = Path(output).absolute() if output is not None else spec.study.output
+    _check_output(out, overwrite)
+    config = Config(spec, out, plugin_args=tuple(plugin_args), quiet=quiet)
+    pm, sampler, pruner = _prepare(config, plugins)
+
+    import optuna
+    from optuna.storages import JournalStorage
+
+    from optspec.journal import SharedMemoryJournalBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with SharedMemoryJournalBackend() as backend:
+        study = optuna.create_study(
+            storage=JournalStorage(backend),
+            study_name=spec.study.name,
+            directions=spec.study.directions,
+            sampler=sampler,
+            pruner=pruner,
+        )
+        _record_spec(study, spec, out)
+        for point in spec.enqueue[: spec.run.n_trials]:
+            study.enqueue_trial(point)
+        return _run(config, pm, study, backend, tuple(plugins))
+
+
+def resume_study(
+    study_db: str | os.PathLike[str],
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    workers: int | str | None = None,
+    plugin_args: Sequence[str] = (),
+    plugins: Sequence[object] = (),
+    spec_dir: str | os.PathLike[str] | None = None,
+    quiet: bool = False,
+) -> RunResult:
+    """Continue the study in ``study_db`` (or a fallback journal file) with the spec stored in it.
+
+    ``n_trials`` is the new total for the study. Trials an interruption failed run again first.
+    """
+    path = Path(study_db).absolute()
+    if not path.is_file():
+        raise UsageError(f"{study_db}: no such file; give the study.db of an earlier run")
+    lock = _lock_for_resume(path)
+    try:
+        import optuna
+
+        from optspec.sqlite import load_from_sqlite
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        backend, loaded = load_from_sqlite(path)
+        with backend:
+            spec = _spec_of(loaded, path, spec_dir)
+            spec = _with_budget(spec, n_trials, timeout, workers)
+            config = Config(
+                spec,
+                path.parent,
+                plugin_args=tuple(plugin_args),
+                quiet=quiet,
+                study_db=path.with_name("study.db") if _is_journal_file(path) else path,
+            )
+            pm, sampler, pruner = _prepare(config, plugins)
+            study = optuna.load_study(
+                study_name=loaded.study_name,
+                storage=loaded._storage,
+                sampler=sampler,
+                pruner=pruner,
+            )
+            _retry_interrupted(study, spec.run.n_trials)
+            return _run(config, pm, study, backend, tuple(plugins))
+    finally:
+        os.close(lock)
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def prepare_sys_path(spec: Spec) -> None:
+    """The spec's directory first on sys.path, then the working directory, as the docs promise.
+
+    Runs in the controller and in every worker, so references resolve alike in both.
+    """
+    for entry in (str(Path.cwd()), str(spec.directory)):
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)
+
+
+def _with_budget(
+    spec: Spec, n_trials: int | None, timeout: float | None, workers: int | str | None
+) -> Spec:
+    changes: dict[str, Any] = {}
+    if n_trials is not None:
+        changes["n_trials"] = n_trials
+    if timeout is not None:
+        changes["timeout"] = timeout
+    if workers is not None:
+        changes["workers"] = workers
+    return spec.evolve(run=attrs.evolve(spec.run, **changes)) if changes else spec
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    study_db = output / "study.db"
+    if study_db.exists() and not overwrite:
+        raise UsageError(
+            f"{study_db} already exists; continue that study with `optspec resume {study_db}`, "
+            "or start over with --overwrite"
+        )
+    if (output / "journal.log").exists() and not study_db.exists():
+        raise UsageError(
+            f"{output} holds journal.log from an older optspec; old journal studies are not "
+            "migrated to study.db: move the directory away or choose another output (-o DIR)"
+        )
+
+
+def _prepare(config: Config, plugins: Sequence[object]) -> tuple[PluginManager, Any, Any]:
+    """Plugins configured and the run's components built once: every user mistake surfaces here,
+    before anything is written."""
+    from optspec.components import make_objective, make_pruner, make_sampler
+    from optspec.plugins import build_plugin_manager
+
+    prepare_sys_path(config.spec)
+    file = config.spec.path or config.study_db
+    try:
+        pm = build_plugin_manager(config.spec, config.plugin_args, plugins)
+        pm.hook.configure(config=config)
+        sampler = make_sampler(pm, config)
+        pruner = make_pruner(pm, config)
+        make_objective(pm, config)
+    except SpecError as exc:
+        raise exc.with_file(file) from None
+    return pm, sampler, pruner
+
+
+def _record_spec(study: optuna.Study, spec: Spec, output: Path) -> None:
+    from optspec import __version__
+
+    # Optuna 5 dropped Study.set_system_attr; the storage method is the public way left.
+    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    directory = spec.directory.absolute()
+    attrs_ = {
+        SPEC_ATTR: spec.text,
+        SPEC_SHA256_ATTR: hashlib.sha256(spec.text.encode()).hexdigest(),
+        VERSION_ATTR: __version__,
+        SPEC_DIR_ATTR: {"relative": os.path.relpath(directory, output), "absolute": str(directory)},
+        SPEC_FILE_ATTR: spec.path.name if spec.path else "study.toml",
+    }
+    for key, value in attrs_.items():
+        storage.set_study_system_attr(study_id, key, value)
+
+
+def _spec_of(study: optuna.Study, path: Path, spec_dir: str | os.PathLike[str] | None) -> Spec:
+    attrs_ = study.system_attrs
+    if SPEC_ATTR not in attrs_:
+        raise UsageError(
+            f"{path}: this study was not made by optspec (no {SPEC_ATTR} attribute); "
+            "run it from a spec with `optspec run`"
+        )
+    if spec_dir is not None:
+        directory = Path(spec_dir).absolute()
+    else:
+        stored = attrs_.get(SPEC_DIR_ATTR) or {}
+        relative = path.parent / stored.get("relative", ".")
+        absolute = Path(stored.get("absolute", relative))
+        # The relative location first: a study.db restored into a fresh checkout resumes.
+        directory = relative.resolve() if relative.is_dir() or not absolute.is_dir() else absolute
+    name = attrs_.get(SPEC_FILE_ATTR, "study.toml")
+    spec = parse_spec(attrs_[SPEC_ATTR], path=directory / name)
+    # The study keeps its name and stays where its study.db is.
+    return spec.evolve(study=attrs.evolve(spec.study, name=study.study_name, output=path.parent))
+
+
+def _is_journal_file(path: Path) -> bool:
+    from optspec.sqlite import SQLITE_HEADER
+
+    with path.open("rb") as file:
+        return file.read(len(SQLITE_HEADER)) != SQLITE_HEADER
+
+
+def _lock_for_resume(path: Path) -> int:
+    lock_path = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(
+            f"{path} is being resumed by another optspec process; wait for it to finish"
+        ) from None
+    return fd
+
+
+def _retry_interrupted(study: optuna.Study, n_trials: int) -> None:
+    """Enqueue again the parameters of trials an interruption failed, once each."""
+    from optuna.trial import TrialState
+
+    from optspec.controller import INTERRUPTED_ATTR
+
+    storage = study._storage
+    trials = study.get_trials(deepcopy=False)
+    room = n_trials - sum(1 for trial in trials if trial.state != TrialState.WAITING)
+    for trial in trials:
+        if room <= 0:
+            break
+        attrs_ = trial.system_attrs
+        if (
+            trial.state == TrialState.FAIL
+            and attrs_.get(INTERRUPTED_ATTR)
+            and not attrs_.get(RETRIED_ATTR)
+        ):
+            study.enqueue_trial(trial.params)
+            storage.set_trial_system_attr(trial._trial_id, RETRIED_ATTR, True)
+            room -= 1
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _run(
+    config: Config,
+    pm: PluginManager,
+    study: optuna.Study,
+    backend: Any,
+    plugin_objects: tuple[object, ...],
+) -> RunResult:
+    from optspec.controller import Controller
+
+    outcome = Outcome("failed", "the run did not start")
+    try:
+        pm.hook.on_study_start(study=study, config=config)
+        outcome = Controller(
+            config=config, pm=pm, study=study, backend=backend, plugin_objects=plugin_objects
+        ).run()
+    except OptspecError as exc:
+        outcome = Outcome("failed", str(exc))
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug fails the study, study.db is kept
+        outcome = Outcome("failed", f"a plugin raised: {type(exc).__name__}: {exc}")
+    finally:
+        outcome = _finish(config, pm, study, outcome)
+    return RunResult(
+        outcome=outcome,
+        study_name=study.study_name,
+        output=config.output,
+        study_db=config.study_db,
+        trials=study.get_trials(deepcopy=False),
+    )
+
+
+def _finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outcome) -> Outcome:
+    try:
+        pm.hook.on_finish(study=study, config=config, outcome=outcome)
+    except OptspecError as exc:
+        return Outcome("failed", str(exc))
+    except Exception as exc:  # noqa: BLE001
+        return Outcome("failed", f"a plugin raised in on_finish: {type(exc).__name__}: {exc}")
+    return outcome
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def run_from_cli(args: argparse.Namespace) -> int:
+    result = run_study(
+        args.spec,
+        output=args.output,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        workers=args.workers,
+        plugin_args=args.plugins,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    return _report(result)
+
+
+def resume_from_cli(args: argparse.Namespace) -> int:
+    result = resume_study(
+        args.study_db,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        workers=args.workers,
+        plugin_args=args.plugins,
+        spec_dir=args.spec_dir,
+        quiet=args.quiet,
+    )
+    return _report(result)
+
+
+def worker_from_cli(args: argparse.Namespace) -> int:
+    raise UsageError("optspec worker: shared storages are not supported by this version yet")
+
+
+def _report(result: RunResult) -> int:
+    if result.outcome.status != "done":
+        print(f"optspec: {result.outcome.status}: {result.outcome.message}", file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,154 @@
+"""A worker process: rebuild the plugins, then ask, evaluate and tell until the budget is spent.
+
+Workers start with the ``spawn`` or ``forkserver`` method, never ``fork``: a forked JournalStorage
+keeps its parent's worker id, and Optuna then mixes up which process owns which trial. The
+controller owns signals: a worker ignores SIGINT (the terminal sends it to the whole process
+group) and turns SIGTERM into SystemExit, so a running command objective's process is stopped
+on the way out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from optspec.config import Config
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import SynchronizedArray
+    from multiprocessing.synchronize import Semaphore
+
+    import optuna
+
+IDLE = -1
+"""``Slots.trial_numbers`` value while a worker runs no trial."""
+
+# Exit status of a worker that could not set itself up (the controller stops the run).
+EXIT_SETUP_FAILED = 3
+
+
+@frozen
+class Slots:
+    """Shared arrays, one slot per worker, written by that worker only.
+
+    The controller reads them to find the trial of a worker that died or overran
+    ``trial_timeout``: ``trial_numbers[i]`` is the number of the trial worker ``i`` runs (``IDLE``
+    between trials), ``started[i]`` when it started (``time.time()``).
+    """
+
+    trial_numbers: SynchronizedArray[int]
+    started: SynchronizedArray[float]
+
+
+@frozen
+class WorkerSetup:
+    """Everything a worker needs, pickled into the new process."""
+
+    config: Config
+    storage: optuna.storages.BaseStorage
+    study_name: str
+    index: int
+    generation: int
+    tickets: Semaphore
+    slots: Slots
+    plugin_objects: tuple[object, ...] = ()
+    snapshot: bytes | None = None
+
+
+def run_worker(setup: WorkerSetup) -> None:
+    """The worker process's entry point."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        study, objective, pm = _prepare(setup)
+    except Exception as exc:  # noqa: BLE001 - reported by the controller, which stops the run
+        print(f"optspec: worker {setup.index} could not start: {_reason(exc)}", file=sys.stderr)
+        sys.exit(EXIT_SETUP_FAILED)
+    _loop(setup, study, objective, pm)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _prepare(setup: WorkerSetup) -> tuple[optuna.Study, Any, Any]:
+    import optuna
+
+    from optspec.components import make_objective, make_pruner, make_sampler
+    from optspec.engine import prepare_sys_path
+    from optspec.plugins import build_plugin_manager
+
+    # One INFO line per trial from every worker would drown the progress display.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = setup.config
+    prepare_sys_path(config.spec)
+    pm = build_plugin_manager(config.spec, config.plugin_args, setup.plugin_objects)
+    pm.hook.configure(config=config)
+    storage = setup.storage
+    if setup.snapshot is not None and hasattr(storage, "restore_replay_result"):
+        storage.restore_replay_result(setup.snapshot)
+    study = optuna.load_study(
+        study_name=setup.study_name,
+        storage=storage,
+        sampler=make_sampler(pm, config, setup.index, setup.generation),
+        pruner=make_pruner(pm, config),
+    )
+    return study, make_objective(pm, config), pm
+
+
+def _loop(setup: WorkerSetup, study: optuna.Study, objective: Any, pm: Any) -> None:
+    slots, index = setup.slots, setup.index
+    controller = os.getppid()
+    # A worker outliving a SIGKILLed controller would run trials nobody saves.
+    while os.getppid() == controller and setup.tickets.acquire(block=False):
+        trial = study.ask()
+        slots.started[index] = time.time()
+        slots.trial_numbers[index] = trial.number
+        try:
+            run_trial(study, trial, objective, pm, setup.config)
+        finally:
+            slots.trial_numbers[index] = IDLE
+
+
+def run_trial(
+    study: optuna.Study, trial: optuna.Trial, objective: Any, pm: Any, config: Config
+) -> None:
+    """Suggest, evaluate and tell one trial; every failure becomes a FAIL with its reason."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from optspec.evaluate import FAIL_REASON_ATTR, TrialFailed, record_result
+    from optspec.space import suggest_params
+
+    try:
+        params = suggest_params(trial, config.spec)
+        pm.hook.on_trial_start(trial=trial, config=config)
+        values = record_result(trial, objective(trial, params), config.spec)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+    except TrialFailed as exc:
+        _fail(study, trial, exc.reason, FAIL_REASON_ATTR)
+    except Exception as exc:  # noqa: BLE001 - a failing objective fails its trial, not the run
+        _fail(study, trial, _reason(exc), FAIL_REASON_ATTR)
+    else:
+        study.tell(trial, values)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, attr: str) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr(attr, reason)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: message`` and where it was raised, short enough to read in a table."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
