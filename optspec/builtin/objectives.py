@@ -113,7 +113,7 @@ def _import_module(name: str, spec_dir: Path) -> ModuleType:
     _put_first_on_sys_path(list(dict.fromkeys([str(spec_dir), os.getcwd()])))
     try:
         return importlib.import_module(name)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything at import
         if isinstance(exc, ModuleNotFoundError) and _names_module_or_parent(exc.name, name):
             tried = ", ".join(path or "''" for path in sys.path)
             raise SpecError(
@@ -152,7 +152,7 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything at import
         del sys.modules[module_name]
         raise SpecError(
             f"objective.callable: loading {str(path)!r} failed: {_exception_with_place(exc)}"
