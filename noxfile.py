@@ -1,0 +1,39 @@
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).parent
+EXAMPLE_PLUGIN = ROOT / "examples" / "plugins" / "optspec-jsonl-log"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite, slow tests included, plus the example plugin's own tests."""
+    session.install("-e", ".[test]")
+    if EXAMPLE_PLUGIN.is_dir():
+        session.install("-e", str(EXAMPLE_PLUGIN))
+    session.run("pytest", *(session.posargs or ["tests"]))
+    if EXAMPLE_PLUGIN.is_dir() and not session.posargs:
+        session.run("pytest", str(EXAMPLE_PLUGIN / "tests"))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every benchmarks/bench_*.py; each prints a table of ratios against its own baseline."""
+    session.install("-e", ".")
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.log(f"--- {script.name}")
+        session.run("python", str(script), *session.posargs)
