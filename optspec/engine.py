@@ -230,7 +230,8 @@ def _record_spec(study: optuna.Study, spec: Spec, output: Path) -> None:
 
 
 def _spec_of(study: optuna.Study, path: Path, spec_dir: str | os.PathLike[str] | None) -> Spec:
-    attrs_ = study.system_attrs
+    storage = study._storage
+    attrs_ = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
     if SPEC_ATTR not in attrs_:
         raise UsageError(
             f"{path}: this study was not made by optspec (no {SPEC_ATTR} attribute); "

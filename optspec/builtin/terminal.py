@@ -194,5 +194,6 @@ def _params(params: dict[str, object]) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     return [
-        "  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]
+        "  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [header, *rows]
     ]
