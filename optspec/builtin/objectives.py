@@ -6,6 +6,11 @@ signature, find the executable) and leave all per-trial work to the callable the
 ``objective(trial, params)``. What that callable returns goes through
 :func:`optspec.evaluate.record_result`, the same for every kind.
 
+A command runs once per trial in ``<output>/trials/<number>``, with ``stdout.log``,
+``stderr.log`` and the ``results.jsonl`` it may append to. The directory is removed after a
+completed or pruned trial when the command left nothing else there, and kept after a failure,
+since its logs are what the user reads next.
+
 optuna is imported inside functions only: listing plugins must stay cheap.
 """
 
