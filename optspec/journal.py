@@ -48,8 +48,14 @@ Sharing, and why nothing leaks
 
 Encoding
     ``marshal``: about 5x faster than JSON for these small dicts, and logs hold only
-    JSON-compatible values. Values marshal refuses (Optuna's ``TrialState``, an ``IntEnum``)
-    are written as JSON would write them.
+    JSON-compatible values. Values marshal refuses (Optuna's ``IntEnum`` op codes and states)
+    are written as JSON would write them. Unlike a JSON journal, tuples and non-string dict keys
+    read back as they were written (as from Optuna's in-memory storage).
+
+Forking
+    Not how optspec starts workers, but harmless: a forked child would share its parent's file
+    description and with it the flock, so an at-fork hook gives the child a description of its
+    own.
 """
 
 from __future__ import annotations
@@ -73,9 +79,9 @@ from optuna.storages.journal import BaseJournalBackend
 __all__ = ["SharedMemoryJournalBackend"]
 
 _MAGIC = b"optspecJ"
+# Seen as uint64s, the header holds the published end offset at index 1; the hot paths write
+# that index as a literal, since a global lookup shows in their profiles.
 _HEADER_SIZE = mmap.PAGESIZE
-# The header seen as uint64s holds the published end offset at index 1 (written as a literal
-# on the hot paths, where a global lookup shows in profiles).
 _LENGTH = struct.Struct("<I")
 _pack_length = _LENGTH.pack
 _unpack_length = _LENGTH.unpack_from
@@ -256,9 +262,6 @@ class _Closed:
 
     def __getitem__(self, index: int) -> int:
         raise ValueError("journal is closed")
-
-    def release(self) -> None:
-        pass
 
 
 def _attach_to(pid: int, fd: int, st_dev: int, st_ino: int) -> SharedMemoryJournalBackend:

@@ -7,6 +7,7 @@ bounded, so a deadlock fails the test instead of hanging it.
 from __future__ import annotations
 
 import enum
+import fcntl
 import glob
 import multiprocessing
 import os
@@ -153,6 +154,22 @@ def test_attaching_to_a_vanished_journal_fails_clearly() -> None:
     journal.close()
     with pytest.raises(OSError, match="cannot attach"):
         pickle.loads(handle)
+
+
+def test_a_forked_child_gets_a_lock_of_its_own(backend: SharedMemoryJournalBackend) -> None:
+    fcntl.flock(backend._fd, fcntl.LOCK_EX)  # as if this process were mid-append
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's lock must exclude it
+            try:
+                fcntl.flock(backend._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os._exit(0)
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        fcntl.flock(backend._fd, fcntl.LOCK_UN)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # -- processes ---------------------------------------------------------------------------------
