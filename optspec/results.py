@@ -1,16 +1,70 @@
-"""What a study found, in the shape results.json, ``optspec show`` and exports share."""
+"""What a study found, in the shape results.json, ``optspec show`` and ``optspec export`` share.
+
+Two audiences read a finished study: the run itself, which writes ``results.json`` and prints its
+summary (:func:`study_summary`, :func:`write_results_json`), and a person or a script looking at a
+``study.db`` later (:func:`show`, :func:`export`).
+
+The later look never changes the file. :func:`open_study_file` reads the tables through a
+read-only SQLite connection into a journal held in a Python list, instead of opening the file with
+``RDBStorage`` (which creates tables and refuses, or offers to migrate, another Optuna's schema).
+So a read-only file, or a study.db written by a newer Optuna whose tables we still understand,
+shows; a file that is no Optuna study is a :class:`~optspec.sqlite.StudyFileError` (exit 2) that
+names it.
+
+JSON output is always valid JSON: ``inf``, ``-inf`` and ``nan`` become strings, wherever they
+occur (values, params, user attrs).
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
+import os
+import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
+
+__all__ = [
+    "export",
+    "objective_names",
+    "open_study_file",
+    "show",
+    "show_report",
+    "stored_spec",
+    "study_summary",
+    "to_json",
+    "trial_rows",
+    "trial_summary",
+    "write_results_json",
+]
+
+SPEC_ATTR = "optspec:spec"  # the engine's name for it; repeated so `show` needn't import the engine
+
+# Tables whose rows make a study; alembic_version and version_info only say who wrote the file,
+# and a newer Optuna's stamp there is no reason to refuse to show it.
+_STUDY_TABLES = (
+    "studies",
+    "study_directions",
+    "study_user_attributes",
+    "study_system_attributes",
+    "trials",
+    "trial_params",
+    "trial_values",
+    "trial_intermediate_values",
+    "trial_user_attributes",
+    "trial_system_attributes",
+)
+
+
+# -- the run's own summary (results.json, the terminal) -----------------------------------------
 
 
 def trial_summary(trial: FrozenTrial) -> dict[str, Any]:
@@ -42,12 +96,317 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
 
 
 def write_results_json(study: optuna.Study, path: Path) -> None:
-    text = json.dumps(study_summary(study), indent=2, default=str)
+    text = to_json(study_summary(study))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(path)
 
 
+def to_json(data: Any) -> str:
+    """Indented JSON that every reader accepts: non-finite floats as strings, odd types as str."""
+    return json.dumps(_jsonable(data), indent=2, default=str, allow_nan=False)
+
+
+def _jsonable(data: Any) -> Any:
+    if isinstance(data, float):
+        return _json_number(data)
+    if isinstance(data, dict):
+        return {key: _jsonable(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_jsonable(value) for value in data]
+    return data
+
+
 def _json_number(value: float) -> float | str:
     # JSON has no inf or nan; strings keep the file valid for every reader.
     return value if math.isfinite(value) else str(value)
+
+
+# -- opening a study file without changing it ---------------------------------------------------
+
+
+class _ListJournal:
+    """A journal backend that is a Python list: the study lives only in this process.
+
+    ``JournalStorage`` needs nothing but these two methods (it only type-checks for snapshots),
+    and a list needs no shared memory or file to clean up afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._logs: list[dict[str, Any]] = []
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        return iter(self._logs[log_number_from:])
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self._logs.extend(logs)
+
+
+def open_study_file(path: str | os.PathLike[str]) -> optuna.Study:
+    """The only study in ``path`` (an Optuna SQLite file or an optspec fallback journal), in memory.
+
+    :raises StudyFileError: the file is missing, empty, or not an Optuna study.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+
+    from optspec import sqlite
+
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise sqlite.StudyFileError(path, "is empty, not an Optuna study")
+    backend = _ListJournal()
+    if sqlite._read_header(path) != sqlite.SQLITE_HEADER:
+        # A fallback journal file (study.journal): load_from_sqlite reads those as they are.
+        _, study = sqlite.load_from_sqlite(path, backend=backend)  # type: ignore[arg-type]
+        return study
+    study_name, logs = _logs_from_any_optuna_sqlite(path)
+    backend.append_logs(logs)
+    try:
+        return optuna.load_study(study_name=study_name, storage=JournalStorage(backend))  # type: ignore[arg-type]
+    except (KeyError, ValueError, TypeError) as error:  # rows the replay cannot make sense of
+        raise sqlite.StudyFileError(
+            path, f"holds a study this Optuna cannot read: {error}"
+        ) from None
+
+
+def _logs_from_any_optuna_sqlite(path: Path) -> tuple[str, list[dict[str, Any]]]:
+    """Like ``optspec.sqlite``'s reader, minus its check that the installed Optuna wrote the file.
+
+    Resuming must refuse another schema revision (it will write the file back); showing need not.
+    """
+    import sqlite3
+
+    from optspec import sqlite
+
+    uri = path.absolute().as_uri() + "?mode=ro"  # read-only: no journal file, no lock upgrade
+    try:
+        connection = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as error:
+        raise sqlite.StudyFileError(path, f"cannot be opened as SQLite: {error}") from None
+    try:
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+        missing = [table for table in _STUDY_TABLES if table not in tables]
+        if missing:
+            raise sqlite.StudyFileError(
+                path,
+                "an SQLite database, but not an Optuna study database "
+                f"(missing tables: {', '.join(missing)})",
+            )
+        study_id, study_name = sqlite._choose_study(connection, path, None)
+        return study_name, sqlite._study_logs(connection, study_id, study_name)
+    except (sqlite3.DatabaseError, KeyError, ValueError) as error:
+        raise sqlite.StudyFileError(
+            path, f"not a readable Optuna SQLite database: {type(error).__name__}: {error}"
+        ) from None
+    finally:
+        connection.close()
+
+
+def stored_spec(study: optuna.Study) -> str | None:
+    """The spec text optspec stored in the study, or None for a study optspec did not make."""
+    storage = study._storage  # Optuna 5 dropped Study.system_attrs; the storage still has them
+    spec = storage.get_study_system_attrs(study._study_id).get(SPEC_ATTR)
+    return spec if isinstance(spec, str) else None
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """A name per objective: the spec's metric names, else Optuna's metric names, else its index.
+
+    One objective is ``value``, as in Optuna's own dataframes.
+    """
+    if len(study.directions) == 1:
+        return ["value"]
+    names = _spec_metrics(stored_spec(study)) or study.metric_names
+    if names is None or len(names) != len(study.directions):
+        names = [str(index) for index in range(len(study.directions))]
+    return [f"values_{name}" for name in names]
+
+
+def _spec_metrics(spec_text: str | None) -> list[str] | None:
+    # Plain TOML, not the spec model: a spec from another optspec version may no longer validate,
+    # and `[[study.objectives]] metric` is all we need from it.
+    if spec_text is None:
+        return None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        objectives = tomllib.loads(spec_text).get("study", {}).get("objectives", [])
+        metrics = [objective["metric"] for objective in objectives]
+    except (tomllib.TOMLDecodeError, AttributeError, KeyError, TypeError):
+        return None
+    return [str(metric) for metric in metrics] or None
+
+
+# -- optspec show -------------------------------------------------------------------------------
+
+
+def show(path: str | os.PathLike[str], *, as_json: bool = False) -> int:
+    """``optspec show``: print what the study in ``path`` holds; 0, or StudyFileError (exit 2)."""
+    study = open_study_file(path)
+    report = show_report(study, path)
+    print(to_json(report) if as_json else show_text(report))
+    return 0
+
+
+def show_report(study: optuna.Study, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """:func:`study_summary` plus the file, the objectives' names, the run's span and its spec."""
+    trials = study.get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    first, last = (min(starts), max(ends)) if starts and ends else (None, None)
+    return {
+        "file": os.fspath(path),
+        **study_summary(study),
+        "objectives": objective_names(study),
+        "datetime_start": _iso(first),
+        "datetime_complete": _iso(last),
+        "duration_seconds": (last - first).total_seconds() if first and last else None,
+        "spec": stored_spec(study),
+    }
+
+
+def show_text(report: dict[str, Any]) -> str:
+    states = ", ".join(f"{n} {state}" for state, n in sorted(report["states"].items()))
+    duration = report["duration_seconds"]
+    lines = [
+        f"study {report['study']!r} in {report['file']}",
+        f"directions: {', '.join(report['directions'])}",
+        f"trials: {report['n_trials']} ({states or 'none'})",
+        "duration: "
+        + (
+            f"{_duration_text(duration)} ({report['datetime_start']} to "
+            f"{report['datetime_complete']})"
+            if duration is not None
+            else "no trial finished"
+        ),
+        "",
+    ]
+    header = ["trial", *report["objectives"], "params"]
+    if "best_trial" in report:
+        best = report["best_trial"]
+        lines.append("best trial:" if best else "best trial: none (no trial completed)")
+        front = [best] if best else []
+    else:
+        front = report["best_trials"]
+        lines.append(f"Pareto front: {len(front)} trials")
+    if front:
+        rows = [
+            [f"#{t['number']}", *(_number_text(v) for v in t["values"]), _params_text(t["params"])]
+            for t in front
+        ]
+        lines += _table(header, rows)
+    lines.append("")
+    if report["spec"] is None:
+        lines.append(f"spec: none stored (no {SPEC_ATTR} attribute: not made by optspec)")
+    else:
+        lines.append("spec:")
+        lines += ["  " + line if line else "" for line in report["spec"].splitlines()]
+    return "\n".join(lines)
+
+
+def _duration_text(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02.0f}s"
+    if minutes:
+        return f"{minutes}m{secs:04.1f}s"
+    return f"{secs:.2f}s"
+
+
+def _number_text(value: float | str | None) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in params.items())
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  "
+        + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+# -- optspec export -----------------------------------------------------------------------------
+
+
+def export(
+    path: str | os.PathLike[str], *, fmt: str = "csv", output: str | os.PathLike[str] | None = None
+) -> int:
+    """``optspec export``: every trial of ``path`` as CSV or JSON, to ``output`` or stdout."""
+    study = open_study_file(path)
+    rows = trial_rows(study)
+    columns = list(rows[0]) if rows else _fixed_columns(objective_names(study))
+    if output is None:
+        _write_rows(columns, rows, fmt, sys.stdout)
+    else:
+        with open(output, "w", encoding="utf-8", newline="") as file:
+            _write_rows(columns, rows, fmt, file)
+    return 0
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat dict per trial, every row with the same keys in the same order.
+
+    Keys: number, state, the objectives (:func:`objective_names`), datetime_start,
+    datetime_complete, duration (seconds), ``params_<name>`` and ``user_attrs_<name>``. A value
+    a trial lacks (a conditional param, an unfinished trial's values) is None.
+    """
+    trials = study.get_trials(deepcopy=False)
+    objectives = objective_names(study)
+    params = _keys_in_order(trial.params for trial in trials)
+    user_attrs = _keys_in_order(trial.user_attrs for trial in trials)
+    rows = []
+    for trial in trials:
+        values = trial.values or [None] * len(objectives)
+        row: dict[str, Any] = {"number": trial.number, "state": trial.state.name}
+        row.update(zip(objectives, values, strict=True))
+        row["datetime_start"] = _iso(trial.datetime_start)
+        row["datetime_complete"] = _iso(trial.datetime_complete)
+        row["duration"] = trial.duration.total_seconds() if trial.duration is not None else None
+        row.update((f"params_{name}", trial.params.get(name)) for name in params)
+        row.update((f"user_attrs_{name}", trial.user_attrs.get(name)) for name in user_attrs)
+        rows.append(row)
+    return rows
+
+
+def _fixed_columns(objectives: list[str]) -> list[str]:
+    """The columns every export has, even of a study without trials."""
+    return ["number", "state", *objectives, "datetime_start", "datetime_complete", "duration"]
+
+
+def _keys_in_order(dicts: Iterable[dict[str, Any]]) -> list[str]:
+    # First-seen order keeps the spec's parameter order; dict keys are an ordered set.
+    return list(dict.fromkeys(key for d in dicts for key in d))
+
+
+def _write_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str, file: TextIO) -> None:
+    if fmt == "json":
+        file.write(to_json(rows) + "\n")
+        return
+    writer = csv.writer(file, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(value) for value in row.values()] for row in rows)
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""  # absent, as pandas and spreadsheets read an empty cell
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly; inf and nan as float() reads them
+    if isinstance(value, (dict, list)):
+        return json.dumps(_jsonable(value), allow_nan=False)
+    return str(value)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
