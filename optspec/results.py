@@ -23,7 +23,7 @@ import math
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -247,7 +247,8 @@ def show(path: str | os.PathLike[str], *, as_json: bool = False) -> int:
     """``optspec show``: print what the study in ``path`` holds; 0, or StudyFileError (exit 2)."""
     study = open_study_file(path)
     report = show_report(study, path)
-    print(to_json(report) if as_json else show_text(report))
+    text = to_json(report) if as_json else show_text(report)
+    _to_stdout(lambda file: file.write(text + "\n"))
     return 0
 
 
@@ -347,7 +348,7 @@ def export(
     rows = trial_rows(study)
     columns = list(rows[0]) if rows else _fixed_columns(objective_names(study))
     if output is None:
-        _write_rows(columns, rows, fmt, sys.stdout)
+        _to_stdout(lambda file: _write_rows(columns, rows, fmt, file))
     else:
         with open(output, "w", encoding="utf-8", newline="") as file:
             _write_rows(columns, rows, fmt, file)
@@ -406,6 +407,17 @@ def _csv_cell(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(_jsonable(value), allow_nan=False)
     return str(value)
+
+
+def _to_stdout(write: Callable[[TextIO], object]) -> None:
+    try:
+        write(sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `optspec export study.db | head`: the reader has what it wanted. Point stdout at
+        # devnull so the interpreter's own flush at exit does not raise again (Python docs' recipe).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _iso(moment: datetime | None) -> str | None:
