@@ -74,9 +74,9 @@ x = { type = "float", low = -10, high = 10 }
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ("path = 3", "plugin.jsonl-log.path: must be a non-empty file name, got 3"),
-        ('path = ""', "plugin.jsonl-log.path: must be a non-empty file name"),
-        ('file = "x.jsonl"', "plugin.jsonl-log.file: unknown option"),
+        ("path = 3", r"plugin\.jsonl-log\.path: must be a non-empty file name, got 3"),
+        ('path = ""', r"plugin\.jsonl-log\.path: must be a non-empty file name"),
+        ('file = "x.jsonl"', r"plugin\.jsonl-log\.file: unknown option"),
     ],
 )
 def test_bad_table_is_a_spec_error_and_nothing_is_written(optspec_run, table, message):
