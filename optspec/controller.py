@@ -115,6 +115,7 @@ class Controller:
         self.slots = Slots(
             self.context.Array("q", [IDLE] * self.n_workers, lock=False),
             self.context.Array("d", [0.0] * self.n_workers, lock=False),
+            self.context.Value("q", 0),
         )
         self.workers: list[_Worker] = []
         self.failed = 0

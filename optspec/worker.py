@@ -21,7 +21,7 @@ from attrs import frozen
 from optspec.config import Config
 
 if TYPE_CHECKING:
-    from multiprocessing.sharedctypes import SynchronizedArray
+    from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
     from multiprocessing.synchronize import Semaphore
 
     import optuna
@@ -44,6 +44,9 @@ class Slots:
 
     trial_numbers: SynchronizedArray[int]
     started: SynchronizedArray[float]
+    failures: Synchronized[int]
+    """FAIL trials of this invocation, counted by the workers themselves: with a fast failing
+    objective, waiting for the controller to notice ``max_failed`` would spend the budget."""
 
 
 @frozen
@@ -105,21 +108,32 @@ def _prepare(setup: WorkerSetup) -> tuple[optuna.Study, Any, Any]:
 def _loop(setup: WorkerSetup, study: optuna.Study, objective: Any, pm: Any) -> None:
     slots, index = setup.slots, setup.index
     controller = os.getppid()
+    max_failed = setup.config.spec.run.max_failed or float("inf")
     # A worker outliving a SIGKILLed controller would run trials nobody saves.
-    while os.getppid() == controller and setup.tickets.acquire(block=False):
+    while (
+        os.getppid() == controller
+        and slots.failures.value < max_failed
+        and setup.tickets.acquire(block=False)
+    ):
         trial = study.ask()
         slots.started[index] = time.time()
         slots.trial_numbers[index] = trial.number
-        try:
-            run_trial(study, trial, objective, pm, setup.config)
-        finally:
-            slots.trial_numbers[index] = IDLE
+        # Not in a `finally`: a worker stopped mid-trial must leave the slot set, so the
+        # controller knows which trial to fail.
+        failed = not run_trial(study, trial, objective, pm, setup.config)
+        slots.trial_numbers[index] = IDLE
+        if failed:
+            with slots.failures.get_lock():
+                slots.failures.value += 1
 
 
 def run_trial(
     study: optuna.Study, trial: optuna.Trial, objective: Any, pm: Any, config: Config
-) -> None:
-    """Suggest, evaluate and tell one trial; every failure becomes a FAIL with its reason."""
+) -> bool:
+    """Suggest, evaluate and tell one trial; every failure becomes a FAIL with its reason.
+
+    Returns False when the trial failed.
+    """
     import optuna
     from optuna.trial import TrialState
 
@@ -134,10 +148,13 @@ def run_trial(
         study.tell(trial, state=TrialState.PRUNED)
     except TrialFailed as exc:
         _fail(study, trial, exc.reason, FAIL_REASON_ATTR)
+        return False
     except Exception as exc:  # noqa: BLE001 - a failing objective fails its trial, not the run
         _fail(study, trial, _reason(exc), FAIL_REASON_ATTR)
+        return False
     else:
         study.tell(trial, values)
+    return True
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, attr: str) -> None:

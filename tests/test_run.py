@@ -1,0 +1,322 @@
+"""`optspec run` end to end: real CLI, real worker processes, real study.db files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+OBJECTIVES = """
+import math, os, time
+
+def quadratic(params):
+    return (params["x"] - 2) ** 2
+
+def slow(params):
+    time.sleep(0.2)
+    return params["x"] ** 2
+
+def flaky(params):
+    x = params["x"]
+    if x < -5:
+        raise RuntimeError("x is too small")
+    if x < 0:
+        return float("nan")
+    if x < 5:
+        return [x, x]
+    return x
+
+def hang(params):
+    if params["x"] > 0:
+        time.sleep(60)
+    return params["x"]
+
+def always_fails(params):
+    raise ValueError("broken objective")
+"""
+
+
+def spec_text(callable_: str, *, n_trials: int = 20, workers: int = 2, extra: str = "") -> str:
+    return f"""
+version = 1
+[study]
+name = "s"
+seed = 7
+[objective]
+callable = "objectives.py:{callable_}"
+[params]
+x = {{ type = "float", low = -10, high = 10 }}
+[sampler]
+name = "random"
+[run]
+n_trials = {n_trials}
+workers = {workers}
+{extra}
+"""
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    return tmp_path
+
+
+def optspec(*args: object, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "optspec", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def load(study_db: Path) -> optuna.Study:
+    return optuna.load_study(study_name=None, storage=f"sqlite:///{study_db}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))
+def test_every_example_runs(example: str, tmp_path: Path) -> None:
+    result = optspec("run", EXAMPLES / example, "-o", tmp_path / "out", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = load(tmp_path / "out" / "study.db")
+    assert study.trials
+    assert all(trial.state.is_finished() for trial in study.trials)
+    assert (tmp_path / "out" / "results.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_trial_count_is_exact(workers: int, study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=23, workers=workers))
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert [trial.number for trial in trials] == list(range(23))
+    assert all(trial.state == TrialState.COMPLETE for trial in trials)
+
+
+def test_one_worker_with_a_seed_is_reproducible(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=10, workers=1))
+    runs = []
+    for out in ("a", "b"):
+        result = optspec("run", "study.toml", "-o", out, "-q", cwd=study_dir)
+        assert result.returncode == 0, result.stderr
+        runs.append([(t.params, t.values) for t in load(study_dir / out / "study.db").trials])
+    assert runs[0] == runs[1]
+
+
+def test_results_json_holds_the_best_trial(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=8))
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    results = json.loads((study_dir / "out" / "results.json").read_text())
+    study = load(study_dir / "out" / "study.db")
+    assert results["best_trial"]["number"] == study.best_trial.number
+    assert results["best_trial"]["values"] == [study.best_value]
+    assert results["best_trial"]["params"] == study.best_params
+
+
+def test_failing_trials_keep_their_reasons_and_the_run_completes(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("flaky", n_trials=40))
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert len(trials) == 40
+    reasons = {t.user_attrs["fail_reason"] for t in trials if t.state == TrialState.FAIL}
+    assert any("RuntimeError: x is too small" in r for r in reasons)
+    assert any("nan" in r for r in reasons)
+    assert any("2 values" in r for r in reasons)
+    assert all(t.state == TrialState.COMPLETE for t in trials if t.params["x"] >= 5)
+
+
+def test_max_failed_stops_the_study_with_exit_1(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(
+        spec_text("always_fails", n_trials=50, extra="max_failed = 3")
+    )
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 1
+    assert "max_failed" in result.stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert 3 <= len(trials) < 50
+    assert all(t.state == TrialState.FAIL for t in trials)
+
+
+def test_timeout_ends_the_run_cleanly(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=500, extra='timeout = "2s"'))
+    started = time.monotonic()
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30
+    trials = load(study_dir / "out" / "study.db").trials
+    assert 0 < len(trials) < 500
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.slow
+def test_trial_timeout_fails_a_runaway_python_trial(study_dir: Path) -> None:
+    spec = spec_text("hang", n_trials=6, workers=2, extra='trial_timeout = "1s"')
+    (study_dir / "study.toml").write_text(spec)
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert len(trials) == 6
+    for trial in trials:
+        if trial.params["x"] > 0:
+            assert trial.state == TrialState.FAIL
+            assert "trial_timeout" in trial.user_attrs["fail_reason"]
+        else:
+            assert trial.state == TrialState.COMPLETE
+
+
+def _start(study_dir: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "optspec", "run", "study.toml", "-o", "out", "-q", *args],
+        cwd=study_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _workers_of(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and b"multiprocessing" in cmdline and b"spawn_main" in cmdline:
+                children.append(int(entry.name))
+    return children
+
+
+def _wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = _workers_of(process.pid)
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.1)
+    raise AssertionError("workers did not start")
+
+
+@pytest.mark.slow
+def test_sigint_keeps_finished_trials_and_exits_130(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=200))
+    process = _start(study_dir)
+    _wait_for_workers(process, 2)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert 0 < len(trials) < 200
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.state == TrialState.COMPLETE for t in trials)  # running trials finished
+
+
+@pytest.mark.slow
+def test_a_second_sigint_stops_running_trials_as_failed(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("hang", n_trials=50))
+    process = _start(study_dir)
+    _wait_for_workers(process, 2)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert failed and all("interrupted" in t.user_attrs["fail_reason"] for t in failed)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_trial_and_the_run_completes(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=30))
+    process = _start(study_dir)
+    workers = _wait_for_workers(process, 2)
+    time.sleep(1.5)
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert len(trials) == 30
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    assert "killed by SIGKILL" in failed[0].user_attrs["fail_reason"]
+
+
+def test_command_arguments_never_reach_a_shell(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    choice = f"; touch {marker} #"
+    (tmp_path / "echo_args.py").write_text(
+        "import json, sys\n"
+        "print(json.dumps({'loss': 1.0, 'argv': sys.argv[1:]}))\n"
+        "open(sys.argv[2], 'w').write(sys.argv[1])\n"
+    )
+    (tmp_path / "study.toml").write_text(f"""
+version = 1
+[objective]
+command = ["{sys.executable}", "echo_args.py", "{{opt}}", "{tmp_path / "seen.txt"}"]
+[params]
+opt = {{ type = "categorical", choices = {json.dumps([choice])} }}
+[run]
+n_trials = 1
+""")
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()
+    assert (tmp_path / "seen.txt").read_text() == choice
+    trial = load(tmp_path / "out" / "study.db").trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["argv"] == [choice, str(tmp_path / "seen.txt")]
+
+
+def test_run_refuses_an_existing_study_db(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    before = (study_dir / "out" / "study.db").read_bytes()
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 2
+    assert "optspec resume" in result.stderr and "--overwrite" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (study_dir / "out" / "study.db").read_bytes() == before
+    result = optspec("run", "study.toml", "-o", "out", "-q", "--overwrite", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+
+
+def test_old_journal_directories_are_not_migrated(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
+    (study_dir / "out").mkdir()
+    (study_dir / "out" / "journal.log").write_text("{}\n")
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 2
+    assert "not migrated" in result.stderr
+    assert not (study_dir / "out" / "study.db").exists()
+
+
+def test_spec_errors_found_by_plugins_write_nothing(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(
+        spec_text("quadratic").replace('name = "random"', 'name = "random"\nseeed = 3')
+    )
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 2
+    assert "study.toml: sampler.seeed: not an option of random; did you mean 'seed'?" in (
+        result.stderr
+    )
+    assert not (study_dir / "out").exists()
