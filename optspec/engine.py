@@ -12,7 +12,8 @@ import fcntl
 import hashlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -328,13 +329,54 @@ def _run(
 
 
 def _finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outcome) -> Outcome:
+    """Fire on_finish so that every implementation runs, even after one raised."""
+    errors: list[tuple[str, BaseException]] = []
     try:
-        pm.hook.on_finish(study=study, config=config, outcome=outcome)
-    except OptspecError as exc:
+        with _guarded(pm.hook.on_finish, errors):
+            pm.hook.on_finish(study=study, config=config, outcome=outcome)
+    except Exception as exc:  # noqa: BLE001 - a wrapper (study.db itself) failed
+        errors.append(("", exc))
+    if not errors:
+        return outcome
+    plugin, exc = errors[0]
+    if isinstance(exc, OptspecError):
         return Outcome("failed", str(exc))
-    except Exception as exc:  # noqa: BLE001
-        return Outcome("failed", f"a plugin raised in on_finish: {type(exc).__name__}: {exc}")
-    return outcome
+    where = f"plugin {plugin!r} " if plugin else ""
+    return Outcome("failed", f"{where}raised in on_finish: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _guarded(hook: Any, errors: list[tuple[str, BaseException]]) -> Iterator[None]:
+    """Make each plain implementation of ``hook`` record its exception instead of raising.
+
+    pluggy stops at the first implementation that raises; for the end-of-run notification
+    every plugin must get its turn. Wrappers are left alone: the sqlite plugin's is what
+    writes study.db, and its failure must propagate.
+    """
+    originals = []
+    for impl in hook.get_hookimpls():
+        if impl.wrapper or impl.hookwrapper:
+            continue
+        originals.append((impl, impl.function))
+        impl.function = _recording(impl.plugin_name, impl.function, errors)
+    try:
+        yield
+    finally:
+        for impl, function in originals:
+            impl.function = function
+
+
+def _recording(
+    plugin: str, function: Callable[..., Any], errors: list[tuple[str, BaseException]]
+) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception as exc:  # noqa: BLE001 - reported once every implementation ran
+            errors.append((plugin, exc))
+            return None
+
+    return call
 
 
 # -- command line -----------------------------------------------------------------------------

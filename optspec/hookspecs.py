@@ -18,8 +18,8 @@ in the worker that runs the trial. Objects that come from another process are sn
 (:class:`optuna.trial.FrozenTrial`), never live handles.
 
 When an implementation raises, pluggy skips the remaining ones for that call; optspec reports the
-plugin and stops the study with exit code 1, except in ``on_finish``, where every implementation
-runs (errors are reported after all of them ran) so that study.db is always written.
+error and stops the study with exit code 1. ``on_finish`` is the exception: every implementation
+runs, and the first error is reported once all of them ran, so study.db is always written.
 """
 
 from __future__ import annotations

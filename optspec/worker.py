@@ -16,6 +16,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from attrs import frozen
 
 from optspec.config import Config
@@ -69,18 +70,18 @@ def run_worker(setup: WorkerSetup) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        study, objective, pm = _prepare(setup)
+        config, study, objective, pm = _prepare(setup)
     except Exception as exc:  # noqa: BLE001 - reported by the controller, which stops the run
         print(f"optspec: worker {setup.index} could not start: {_reason(exc)}", file=sys.stderr)
         sys.exit(EXIT_SETUP_FAILED)
-    _loop(setup, study, objective, pm)
+    _loop(setup, config, study, objective, pm)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _prepare(setup: WorkerSetup) -> tuple[optuna.Study, Any, Any]:
+def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     import optuna
 
     from optspec.components import make_objective, make_pruner, make_sampler
@@ -89,7 +90,7 @@ def _prepare(setup: WorkerSetup) -> tuple[optuna.Study, Any, Any]:
 
     # One INFO line per trial from every worker would drown the progress display.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = setup.config
+    config = attrs.evolve(setup.config, role="worker", worker_index=setup.index)
     prepare_sys_path(config.spec)
     pm = build_plugin_manager(config.spec, config.plugin_args, setup.plugin_objects)
     pm.hook.configure(config=config)
@@ -102,13 +103,13 @@ def _prepare(setup: WorkerSetup) -> tuple[optuna.Study, Any, Any]:
         sampler=make_sampler(pm, config, setup.index, setup.generation),
         pruner=make_pruner(pm, config),
     )
-    return study, make_objective(pm, config), pm
+    return config, study, make_objective(pm, config), pm
 
 
-def _loop(setup: WorkerSetup, study: optuna.Study, objective: Any, pm: Any) -> None:
+def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: Any, pm: Any) -> None:
     slots, index = setup.slots, setup.index
     controller = os.getppid()
-    max_failed = setup.config.spec.run.max_failed or float("inf")
+    max_failed = config.spec.run.max_failed or float("inf")
     # A worker outliving a SIGKILLed controller would run trials nobody saves.
     while (
         os.getppid() == controller
@@ -120,7 +121,7 @@ def _loop(setup: WorkerSetup, study: optuna.Study, objective: Any, pm: Any) -> N
         slots.trial_numbers[index] = trial.number
         # Not in a `finally`: a worker stopped mid-trial must leave the slot set, so the
         # controller knows which trial to fail.
-        failed = not run_trial(study, trial, objective, pm, setup.config)
+        failed = not run_trial(study, trial, objective, pm, config)
         slots.trial_numbers[index] = IDLE
         if failed:
             with slots.failures.get_lock():

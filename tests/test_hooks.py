@@ -151,10 +151,6 @@ def test_lifecycle_order_study_start_then_each_trial_start_before_its_end(optspe
     assert all(starts[number] < ends[number] for number in ends)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.py _prepare passes the controller's Config unchanged: role stays 'controller'",
-)
 def test_workers_see_config_role_worker(optspec_run):
     run = optspec_run(n_trials=2, workers=2)
 
@@ -257,11 +253,6 @@ def test_on_finish_raising_fails_the_run_and_study_db_is_written(optspec_run):
     assert (run.output / "results.json").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine._finish calls pm.hook.on_finish directly: pluggy skips the remaining "
-    "implementations after one raises, although hookspecs.py promises every one runs",
-)
 def test_every_on_finish_implementation_runs_when_one_raises(optspec_run):
     # RaiseIn is registered after SetAttrOnFinish, so pluggy calls it first.
     run = optspec_run(plugins=[SetAttrOnFinish(), RaiseIn("on_finish")], n_trials=2, workers=1)
