@@ -341,6 +341,22 @@ def test_dumps_only_the_named_study(tmp_path: Path) -> None:
     ]
 
 
+def test_dump_from_a_live_storage_writes_the_same_rows(tmp_path: Path) -> None:
+    backend = ListBackend()
+    study = build_study(backend, "live", 10)
+    dump_to_sqlite(backend, "live", tmp_path / "replayed.db")
+    # The study's own storage is behind by nothing; a storage that is behind catches up.
+    stale = JournalStorage(backend)
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    dump_to_sqlite(backend, "live", tmp_path / "live.db", storage=stale)
+    dump_to_sqlite(backend, "live", tmp_path / "replayed.db")
+    assert table_rows(tmp_path / "live.db") == table_rows(tmp_path / "replayed.db")
+    assert len(table_rows(tmp_path / "live.db")["trials"]) == 11
+
+    with pytest.raises(ValueError, match="over the backend"):
+        dump_to_sqlite(ListBackend(), "live", tmp_path / "x.db", storage=stale)
+
+
 def test_dump_of_a_missing_study_names_the_ones_there(tmp_path: Path) -> None:
     backend = ListBackend()
     build_study(backend, "present", 1)
@@ -523,27 +539,42 @@ def test_sigkill_during_dump_leaves_old_file(study_db: Path, big_study_db: Path)
         assert child.stdout.readline() == "dumping\n"
         return child
 
-    # How long a whole dump takes here, so that the kills land inside one.
+    def wait_for_temp_file(child: subprocess.Popen[str]) -> float:
+        """Seconds until the dump's temporary file appears (the replay and rows come first)."""
+        begin = time.perf_counter()
+        while not list(target.parent.glob(".target.db.*")) and child.poll() is None:
+            time.sleep(0.001)
+        return time.perf_counter() - begin
+
+    # Where the time of a whole dump goes here, so that the kills land inside one.
     calibration = start()
+    before_temp = wait_for_temp_file(calibration)
     stdout, _ = calibration.communicate(timeout=120)
     duration = float(stdout)
-    assert optuna.load_study(study_name="big", storage=f"sqlite:///{target}").trials
+    assert before_temp < duration
+    assert len(optuna.load_study(study_name="big", storage=f"sqlite:///{target}").trials) == 20_000
 
     rng = random.Random(1234)
-    killed_mid_dump = 0
-    for _ in range(4):
+    killed_while_writing = 0
+    for attempt in range(4):
         child = start()
-        time.sleep(rng.uniform(0.05, 0.9) * duration)
+        # Half the kills anywhere in the dump, half while the temporary file is being written.
+        if attempt % 2:
+            time.sleep(rng.uniform(0.05, 0.95) * duration)
+        else:
+            wait_for_temp_file(child)
+            time.sleep(rng.uniform(0.0, 0.8) * (duration - before_temp))
+        writing = bool(list(target.parent.glob(".target.db.*")))
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=60)
         if target.read_bytes() == old_bytes:
-            killed_mid_dump += child.returncode == -signal.SIGKILL
+            killed_while_writing += writing and child.returncode == -signal.SIGKILL
             study = optuna.load_study(study_name="old", storage=f"sqlite:///{target}")
             assert len(study.trials) == 12
         else:  # the kill came after the rename: then the new file is whole
             study = optuna.load_study(study_name="big", storage=f"sqlite:///{target}")
             assert len(study.trials) == 20_000
-    assert killed_mid_dump >= 2
+    assert killed_while_writing >= 1
 
     # A later dump removes temporary files that killed dumps left behind.
     backend = ListBackend()
