@@ -41,14 +41,17 @@ Registering plugins for a test
     datasette's docs warn about): every run builds its own. ``optspec_run.register(plugin)``
     adds a plugin object to every later run of the test and ``optspec_run.unregister(plugin)``
     takes it out again; both end with the test. Plugin objects must pickle, because each worker
-    registers them too: modules, or instances of classes defined at module level.
+    registers them too: instances of classes defined at module level, or modules, which the
+    fixture hands to the run as :class:`ModulePlugin` so that they pickle by name.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,6 +244,32 @@ class WorkerRecorder:
         return calls
 
 
+class ModulePlugin:
+    """A plugin module, as a plugin object that pickles by its name.
+
+    ``run_study`` pickles plugin objects into every worker, and a module does not pickle; this
+    stands for the module in the controller (pluggy finds the same hook functions through it) and
+    unpickles in a worker as the module itself, imported by name.
+    """
+
+    def __init__(self, module: types.ModuleType) -> None:
+        self.__name__ = module.__name__
+        self._module = module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def __dir__(self) -> list[str]:
+        return dir(self._module)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return importlib.import_module, (self.__name__,)
+
+
+def _picklable(plugin: object) -> object:
+    return ModulePlugin(plugin) if isinstance(plugin, types.ModuleType) else plugin
+
+
 class ControllerMonitor:
     """Hook-call monitoring on every manager built in this process (pluggy's own mechanism)."""
 
@@ -384,7 +413,7 @@ class OptspecRunner:
         options.setdefault("output", directory / "output")
         result = run_study(
             spec_path,
-            plugins=[*self.registered, *plugins, recorder],
+            plugins=[*map(_picklable, [*self.registered, *plugins]), recorder],
             plugin_args=plugin_args,
             n_trials=n_trials,
             workers=workers,
@@ -420,6 +449,7 @@ def optspec_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Opt
 __all__ = [
     "DEFAULT_SPEC",
     "HookCall",
+    "ModulePlugin",
     "OptspecRunner",
     "RecordedRun",
     "WorkerRecorder",

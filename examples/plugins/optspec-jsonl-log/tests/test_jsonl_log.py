@@ -99,3 +99,13 @@ def test_blocked_with_p_no(optspec_run):
 
     assert run.exit_code == 0
     assert not (run.output / "trials.jsonl").exists()
+
+
+def test_handed_to_the_run_as_a_module(optspec_run):
+    # How a plugin not installed yet is tested: the module itself, entry point blocked.
+    import optspec_jsonl_log
+
+    run = optspec_run(plugins=[optspec_jsonl_log], plugin_args=["no:jsonl-log"], n_trials=3)
+
+    assert run.exit_code == 0
+    assert len(read_lines(run.output / "trials.jsonl")) == 3
