@@ -244,23 +244,17 @@ class WorkerRecorder:
         return calls
 
 
-class ModulePlugin:
+class ModulePlugin(types.ModuleType):
     """A plugin module, as a plugin object that pickles by its name.
 
-    ``run_study`` pickles plugin objects into every worker, and a module does not pickle; this
-    stands for the module in the controller (pluggy finds the same hook functions through it) and
-    unpickles in a worker as the module itself, imported by name.
+    ``run_study`` pickles plugin objects into every worker, and a module does not pickle. This
+    copy holds the same functions (pluggy finds the same hook implementations in it, and they keep
+    their module's globals) and unpickles in a worker as the module itself, imported by name.
     """
 
     def __init__(self, module: types.ModuleType) -> None:
-        self.__name__ = module.__name__
-        self._module = module
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._module, name)
-
-    def __dir__(self) -> list[str]:
-        return dir(self._module)
+        super().__init__(module.__name__, module.__doc__)
+        self.__dict__.update(vars(module))
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return importlib.import_module, (self.__name__,)
