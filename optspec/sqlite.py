@@ -34,6 +34,7 @@ import json
 import marshal
 import math
 import os
+import secrets
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,6 +47,7 @@ import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
+from optuna.storages.journal._storage import JournalOperation  # not re-exported by Optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from optspec.errors import UsageError
@@ -86,13 +88,11 @@ _OPTUNA_TABLES = (
 )
 
 # Journal operation codes, as plain ints so that any backend codec (JSON, marshal) takes the logs.
-_CREATE_STUDY = int(optuna.storages.journal._storage.JournalOperation.CREATE_STUDY)
-_DELETE_STUDY = int(optuna.storages.journal._storage.JournalOperation.DELETE_STUDY)
-_SET_STUDY_USER_ATTR = int(optuna.storages.journal._storage.JournalOperation.SET_STUDY_USER_ATTR)
-_SET_STUDY_SYSTEM_ATTR = int(
-    optuna.storages.journal._storage.JournalOperation.SET_STUDY_SYSTEM_ATTR
-)
-_CREATE_TRIAL = int(optuna.storages.journal._storage.JournalOperation.CREATE_TRIAL)
+_CREATE_STUDY = int(JournalOperation.CREATE_STUDY)
+_DELETE_STUDY = int(JournalOperation.DELETE_STUDY)
+_SET_STUDY_USER_ATTR = int(JournalOperation.SET_STUDY_USER_ATTR)
+_SET_STUDY_SYSTEM_ATTR = int(JournalOperation.SET_STUDY_SYSTEM_ATTR)
+_CREATE_TRIAL = int(JournalOperation.CREATE_TRIAL)
 
 _INF = math.inf
 
@@ -380,11 +380,10 @@ def _atomic_target(target: Path) -> Iterator[Path]:
     keeps its old content.
     """
     directory = target.absolute().parent
-    fd, tmp_name = tempfile.mkstemp(
-        dir=directory, prefix=f".{target.name}.{os.getpid()}.", suffix=_TMP_SUFFIX
-    )
-    os.close(fd)
-    tmp_path = Path(tmp_name)
+    tmp_path = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+    # Not tempfile.mkstemp: its 0o600 would become study.db's mode. 0o666 less the umask is
+    # what sqlite3 and copy_study give a new file.
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         _fsync_file(tmp_path)
@@ -517,6 +516,8 @@ def _logs_from_sqlite(path: Path, study_name: str | None) -> tuple[str, list[dic
         return study_name, _study_logs(connection, study_id, study_name)
     except sqlite3.DatabaseError as error:
         raise StudyFileError(path, f"not a readable Optuna SQLite database: {error}") from None
+    except (KeyError, ValueError) as error:  # an enum name or JSON that Optuna never writes
+        raise StudyFileError(path, f"holds a value Optuna cannot read: {error!r}") from None
     finally:
         connection.close()
 

@@ -357,6 +357,14 @@ def test_dump_from_a_live_storage_writes_the_same_rows(tmp_path: Path) -> None:
         dump_to_sqlite(ListBackend(), "live", tmp_path / "x.db", storage=stale)
 
 
+def test_study_db_gets_the_mode_of_a_new_file(tmp_path: Path) -> None:
+    backend = ListBackend()
+    build_study(backend, "mode", 1)
+    dump_to_sqlite(backend, "mode", tmp_path / "study.db")
+    (tmp_path / "plain").touch()
+    assert (tmp_path / "study.db").stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
 def test_dump_of_a_missing_study_names_the_ones_there(tmp_path: Path) -> None:
     backend = ListBackend()
     build_study(backend, "present", 1)
