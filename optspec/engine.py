@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,8 +39,8 @@ SPEC_SHA256_ATTR = "optspec:spec_sha256"
 VERSION_ATTR = "optspec:version"
 SPEC_DIR_ATTR = "optspec:spec_dir"
 SPEC_FILE_ATTR = "optspec:spec_file"
-RETRIED_ATTR = "optspec:retried"
-"""Trial system attribute: ``resume`` enqueued this interrupted trial's parameters again."""
+RETRY_OF_ATTR = "retry_of"
+"""Trial user attribute: the number of the interrupted trial whose parameters this one retries."""
 
 
 @frozen
@@ -273,25 +274,34 @@ def _lock_for_resume(path: Path) -> int:
 
 
 def _retry_interrupted(study: optuna.Study, n_trials: int) -> None:
-    """Enqueue again the parameters of trials an interruption failed, once each."""
+    """Enqueue again the parameters of trials an interruption failed, once each.
+
+    Trials still RUNNING in the file come from a checkpoint of a run whose controller died:
+    they are failed as interrupted first, so they are retried too.
+    """
     from optuna.trial import TrialState
 
     from optspec.controller import INTERRUPTED_ATTR
+    from optspec.evaluate import FAIL_REASON_ATTR
 
     storage = study._storage
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = "interrupted: still running when its run stopped without finishing"
+        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
+        storage.set_trial_system_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     room = n_trials - sum(1 for trial in trials if trial.state != TrialState.WAITING)
+    retried = {trial.user_attrs.get(RETRY_OF_ATTR) for trial in trials}
     for trial in trials:
         if room <= 0:
             break
-        attrs_ = trial.system_attrs
         if (
             trial.state == TrialState.FAIL
-            and attrs_.get(INTERRUPTED_ATTR)
-            and not attrs_.get(RETRIED_ATTR)
+            and trial.system_attrs.get(INTERRUPTED_ATTR)
+            and trial.number not in retried
         ):
-            study.enqueue_trial(trial.params)
-            storage.set_trial_system_attr(trial._trial_id, RETRIED_ATTR, True)
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
             room -= 1
 
 
@@ -311,7 +321,12 @@ def _run(
     try:
         pm.hook.on_study_start(study=study, config=config)
         outcome = Controller(
-            config=config, pm=pm, study=study, backend=backend, plugin_objects=plugin_objects
+            config=config,
+            pm=pm,
+            study=study,
+            backend=backend,
+            plugin_objects=plugin_objects,
+            on_tick=_checkpointer(config, pm, study),
         ).run()
     except OptspecError as exc:
         outcome = Outcome("failed", str(exc))
@@ -326,6 +341,34 @@ def _run(
         study_db=config.study_db,
         trials=study.get_trials(deepcopy=False),
     )
+
+
+def _checkpointer(
+    config: Config, pm: PluginManager, study: optuna.Study
+) -> Callable[[], None] | None:
+    """``[run] checkpoint``: also write study.db every so often while the workers run.
+
+    Only when the sqlite plugin writes study.db at all (it may be blocked). A failed checkpoint
+    is reported and the run goes on: the final write is what counts.
+    """
+    interval = config.spec.run.checkpoint
+    if interval is None or not pm.has_plugin("sqlite"):
+        return None
+    from optspec.builtin.sqlite import write_study_db
+
+    next_at = time.monotonic() + interval
+
+    def checkpoint() -> None:
+        nonlocal next_at
+        if time.monotonic() < next_at:
+            return
+        try:
+            write_study_db(study, config)
+        except OptspecError as exc:
+            print(f"optspec: checkpoint failed: {exc}", file=sys.stderr)
+        next_at = time.monotonic() + interval
+
+    return checkpoint
 
 
 def _finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outcome) -> Outcome:
