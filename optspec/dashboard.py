@@ -99,9 +99,9 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> int:
     study = open_study_file(path)
     storage = _open_rdb_storage(Path(path)) if _is_sqlite(Path(path)) else study._storage
     server = _bind(_dashboard_app(storage), port)
-    print(f"optuna-dashboard for study {study.study_name!r} ({path}): {_url(server)}", flush=True)
-    print("press Ctrl-C to stop", flush=True)
-    try:
+    try:  # from here on Ctrl-C is how a user ends it: even during the prints, it is exit 0
+        print(f"optuna-dashboard for study {study.study_name!r} ({path}): {_url(server)}")
+        print("press Ctrl-C to stop", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
