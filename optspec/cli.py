@@ -11,9 +11,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optspec import __version__
 from optspec.errors import OptspecError, UsageError
+
+if TYPE_CHECKING:
+    from optspec.spec import Spec
 
 EXIT_INTERRUPTED = 130
 
@@ -210,7 +214,12 @@ def _validate(args: argparse.Namespace) -> int:
     for path in args.specs:
         try:
             spec = load_spec(path)
-        except (SpecError, UsageError) as exc:
+            _check_registered_names(spec)
+        except SpecError as exc:
+            print(exc.with_file(path), file=sys.stderr)
+            status = exc.exit_code
+            continue
+        except UsageError as exc:
             print(exc, file=sys.stderr)
             status = exc.exit_code
             continue
@@ -219,6 +228,15 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             print(f"ok: {path}")
     return status
+
+
+def _check_registered_names(spec: Spec) -> None:
+    from optspec.components import check_names
+    from optspec.engine import prepare_sys_path
+    from optspec.plugins import build_plugin_manager
+
+    prepare_sys_path(spec)  # -p / [plugins] load modules may live next to the spec
+    check_names(build_plugin_manager(spec), spec)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -160,8 +160,21 @@ def test_examples_round_trip(tmp_path, example):
     assert_round_trip(copy / example.name)
 
 
+# `validate` checks that the sampler, pruner and objective kind a spec names are registered, so
+# the rich specs get the plugin they name, next to them.
+NAMED_PLUGIN = """
+from optspec import hookimpl
+
+@hookimpl
+def register_objectives():
+    return {"remote": lambda table: (lambda trial, params: 0.0)}
+"""
+
+
 @pytest.mark.parametrize("name", RICH_SPECS)
 def test_rich_specs_round_trip(tmp_path, name):
+    (tmp_path / "my_plugin.py").write_text('"""A plugin with no hooks."""\n', encoding="utf-8")
+    (tmp_path / "optspec_plugins.py").write_text(NAMED_PLUGIN, encoding="utf-8")
     path = tmp_path / f"{name}.toml"
     path.write_text(RICH_SPECS[name], encoding="utf-8")
     assert_round_trip(path)
