@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from optspec import SpecError, hookimpl
-from optspec.testing import DEFAULT_SPEC
 
 pytest_plugins = ["optspec.testing"]
 
@@ -216,8 +215,16 @@ def test_configure_raising_spec_error_stops_before_anything_is_written(optspec_r
         optspec_run(plugins=[RejectOptions()])
     assert not (optspec_run.tmp_path / "run1" / "output").exists()
 
-    spec = '[plugin.strict]\nlevel = "high"\n'
-    assert optspec_run(DEFAULT_SPEC + spec, plugins=[RejectOptions()]).exit_code == 0
+    spec = """\
+version = 1
+[study]
+direction = "minimize"
+[params]
+x = { type = "float", low = -10, high = 10 }
+[plugin.strict]
+level = "high"
+"""
+    assert optspec_run(spec, plugins=[RejectOptions()]).exit_code == 0
 
 
 # -- failures ---------------------------------------------------------------------------------
@@ -273,7 +280,9 @@ x = { type = "float", low = -10, high = 10 }
 [run]
 max_failed = 2
 """
-    broken = "def objective(params):\n    raise ValueError('no')\n"
+    broken = (
+        "import time\n\ndef objective(params):\n    time.sleep(0.05)\n    raise ValueError('no')\n"
+    )
     run = optspec_run(spec, files={"broken.py": broken}, n_trials=30, workers=1)
 
     assert run.exit_code == 1
@@ -284,7 +293,11 @@ max_failed = 2
 
 
 def test_on_finish_fires_once_when_interrupted(optspec_run):
-    run = optspec_run(plugins=[InterruptAfterFirstTrial()], n_trials=200, workers=1)
+    # Trials of 50 ms: the interrupt lands long before the budget of 200 is spent.
+    slow = "import time\n\ndef objective(params):\n    time.sleep(0.05)\n    return params['x']\n"
+    run = optspec_run(
+        plugins=[InterruptAfterFirstTrial()], files={"objective.py": slow}, n_trials=200, workers=1
+    )
 
     assert run.exit_code == 130
     (finish,) = run.calls("on_finish")
