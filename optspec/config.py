@@ -28,6 +28,8 @@ class Config:
     plugin_args: tuple[str, ...] = ()
     quiet: bool = False
     storage_url: str | None = None
+    dashboard_port: int | None = None
+    """``run --dashboard [PORT]``: optuna-dashboard serves the live study on 127.0.0.1:PORT."""
     study_db: Path = field(default=Factory(lambda self: self.output / "study.db", takes_self=True))
     """Where ``on_finish`` writes the study: ``output/study.db``, or the file ``resume`` read."""
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import pickle
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,11 +57,30 @@ _FINISHED_STATES = frozenset({1, 2, 3})  # TrialState COMPLETE, PRUNED, FAIL
 _SET_TRIAL_STATE_VALUES = 6  # JournalOperation.SET_TRIAL_STATE_VALUES
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Where workers come from: a forkserver that has imported optuna and optspec already.
+
+    Never plain ``fork``: a forked JournalStorage keeps its parent's worker id. The forkserver
+    is a fresh interpreter, so its forks are clean; :func:`start_worker_server` starts it early,
+    so its imports overlap with the controller's own setup and every worker, respawns
+    included, starts in milliseconds instead of importing optuna again.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["optspec.worker", "optspec.builtin.objectives", "optuna"])
+    return context
+
+
+def start_worker_server() -> None:
+    from multiprocessing import forkserver
+
+    worker_context()
+    forkserver.ensure_running()
+
+
 class JournalWatcher:
     """Finished trials, read from the journal as they appear, each reported once."""
 
     def __init__(self, backend: Any) -> None:
-        import pickle
 
         # A handle of its own, so its read cursor never competes with the study's storage.
         self._backend = pickle.loads(pickle.dumps(backend))
@@ -97,7 +118,7 @@ class Controller:
         pm: PluginManager,
         study: optuna.Study,
         backend: Any,
-        plugin_objects: tuple[object, ...] = (),
+        plugin_objects: bytes = b"",
         snapshot: bytes | None = None,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
@@ -109,7 +130,7 @@ class Controller:
         self.plugin_objects = plugin_objects
         self.snapshot = snapshot
         self.on_tick = on_tick
-        self.context = multiprocessing.get_context("spawn")
+        self.context = worker_context()
         self.n_workers = config.spec.run.worker_count
         self.tickets = self.context.Semaphore(0)
         self.slots = Slots(
@@ -204,6 +225,7 @@ class Controller:
             tickets=self.tickets,
             slots=self.slots,
             plugin_objects=self.plugin_objects,
+            sys_path=tuple(sys.path),
             snapshot=self.snapshot,
         )
         process = self.context.Process(

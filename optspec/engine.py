@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
+import io
 import os
+import pickle
 import sys
 import time
+import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,11 +73,13 @@ def run_study(
     plugins: Sequence[object] = (),
     overwrite: bool = False,
     quiet: bool = False,
+    dashboard: int | None = None,
 ) -> RunResult:
     """Run the study ``spec`` describes and write study.db; the API behind ``optspec run``.
 
-    :param plugins: plugin objects registered after all others (they must pickle, since every
-        worker registers them too: modules, or instances of importable classes).
+    :param plugins: plugin objects registered after all others. Every worker registers them
+        too, so they must pickle: modules (sent by name) or instances of importable classes.
+    :param dashboard: serve optuna-dashboard over the live study on 127.0.0.1 at this port.
     :raises UsageError: (and SpecError) for anything the user can fix; nothing is written then.
     """
     if not isinstance(spec, Spec):
@@ -81,8 +87,12 @@ def run_study(
     spec = _with_budget(spec, n_trials, timeout, workers)
     out = Path(output).absolute() if output is not None else spec.study.output
     _check_output(out, overwrite)
-    config = Config(spec, out, plugin_args=tuple(plugin_args), quiet=quiet)
+    config = Config(
+        spec, out, plugin_args=tuple(plugin_args), quiet=quiet, dashboard_port=dashboard
+    )
+    _start_worker_server()
     pm, sampler, pruner = _prepare(config, plugins)
+    pickled_plugins = _pickle_plugins(plugins)
 
     import optuna
     from optuna.storages import JournalStorage
@@ -91,17 +101,20 @@ def run_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with SharedMemoryJournalBackend() as backend:
-        study = optuna.create_study(
-            storage=JournalStorage(backend),
-            study_name=spec.study.name,
-            directions=spec.study.directions,
-            sampler=sampler,
-            pruner=pruner,
-        )
-        _record_spec(study, spec, out)
-        for point in spec.enqueue[: spec.run.n_trials]:
-            study.enqueue_trial(point)
-        return _run(config, pm, study, backend, tuple(plugins))
+        storage = JournalStorage(backend)
+        # Bound before the study exists: a busy port is a usage error with nothing written.
+        with _live_dashboard(storage, config):
+            study = optuna.create_study(
+                storage=storage,
+                study_name=spec.study.name,
+                directions=spec.study.directions,
+                sampler=sampler,
+                pruner=pruner,
+            )
+            _record_spec(study, spec, out)
+            for point in spec.enqueue[: spec.run.n_trials]:
+                study.enqueue_trial(point)
+            return _run(config, pm, study, backend, pickled_plugins)
 
 
 def resume_study(
@@ -123,6 +136,7 @@ def resume_study(
     if not path.is_file():
         raise UsageError(f"{study_db}: no such file; give the study.db of an earlier run")
     lock = _lock_for_resume(path)
+    _start_worker_server()
     try:
         import optuna
 
@@ -141,6 +155,7 @@ def resume_study(
                 study_db=path.with_name("study.db") if _is_journal_file(path) else path,
             )
             pm, sampler, pruner = _prepare(config, plugins)
+            pickled_plugins = _pickle_plugins(plugins)
             study = optuna.load_study(
                 study_name=loaded.study_name,
                 storage=loaded._storage,
@@ -148,7 +163,7 @@ def resume_study(
                 pruner=pruner,
             )
             _retry_interrupted(study, spec.run.n_trials)
-            return _run(config, pm, study, backend, tuple(plugins))
+            return _run(config, pm, study, backend, pickled_plugins)
     finally:
         os.close(lock)
 
@@ -167,6 +182,12 @@ def prepare_sys_path(spec: Spec) -> None:
         sys.path.insert(0, entry)
 
 
+def _start_worker_server() -> None:
+    from optspec.controller import start_worker_server
+
+    start_worker_server()
+
+
 def _with_budget(
     spec: Spec, n_trials: int | None, timeout: float | None, workers: int | str | None
 ) -> Spec:
@@ -178,6 +199,45 @@ def _with_budget(
     if workers is not None:
         changes["workers"] = workers
     return spec.evolve(run=attrs.evolve(spec.run, **changes)) if changes else spec
+
+
+class _PluginPickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        # A plugin module travels to the workers by name; they import it themselves.
+        if isinstance(obj, types.ModuleType):
+            return importlib.import_module, (obj.__name__,)
+        return NotImplemented
+
+
+def _pickle_plugins(plugins: Sequence[object]) -> bytes:
+    """The plugin objects as the workers will get them, checked before anything is written."""
+    if not plugins:
+        return b""
+    buffer = io.BytesIO()
+    try:
+        _PluginPickler(buffer).dump(tuple(plugins))
+    except Exception as exc:  # noqa: BLE001 - pickle raises many types; all mean the same
+        raise UsageError(
+            f"a plugin object cannot be sent to the worker processes ({type(exc).__name__}: "
+            f"{exc}); pass a module, or an instance of a class defined at a module's top level"
+        ) from None
+    return buffer.getvalue()
+
+
+@contextmanager
+def _live_dashboard(storage: Any, config: Config) -> Iterator[None]:
+    if config.dashboard_port is None:
+        yield
+        return
+    from optspec.dashboard import start_live_dashboard
+
+    # The controller's own JournalStorage: its lock makes the dashboard thread safe beside it.
+    dashboard = start_live_dashboard(storage, config.dashboard_port)
+    print(f"optuna-dashboard: {dashboard.url}", file=sys.stderr, flush=True)
+    try:
+        yield
+    finally:
+        dashboard.stop()
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -313,7 +373,7 @@ def _run(
     pm: PluginManager,
     study: optuna.Study,
     backend: Any,
-    plugin_objects: tuple[object, ...],
+    plugin_objects: bytes,
 ) -> RunResult:
     from optspec.controller import Controller
 
@@ -435,6 +495,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         plugin_args=args.plugins,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        dashboard=args.dashboard,
     )
     return _report(result)
 

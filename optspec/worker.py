@@ -10,6 +10,7 @@ on the way out.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sys
 import time
@@ -61,7 +62,10 @@ class WorkerSetup:
     generation: int
     tickets: Semaphore
     slots: Slots
-    plugin_objects: tuple[object, ...] = ()
+    plugin_objects: bytes = b""
+    """Pickled plugin objects, unpickled once ``sys_path`` is in place (their classes may live
+    in modules only the controller's sys.path reaches, such as a test file)."""
+    sys_path: tuple[str, ...] = ()
     snapshot: bytes | None = None
 
 
@@ -91,8 +95,10 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     # One INFO line per trial from every worker would drown the progress display.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = attrs.evolve(setup.config, role="worker", worker_index=setup.index)
+    sys.path[:] = list(dict.fromkeys([*setup.sys_path, *sys.path]))
     prepare_sys_path(config.spec)
-    pm = build_plugin_manager(config.spec, config.plugin_args, setup.plugin_objects)
+    objects = pickle.loads(setup.plugin_objects) if setup.plugin_objects else ()
+    pm = build_plugin_manager(config.spec, config.plugin_args, objects)
     pm.hook.configure(config=config)
     storage = setup.storage
     if setup.snapshot is not None and hasattr(storage, "restore_replay_result"):

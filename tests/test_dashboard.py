@@ -12,6 +12,7 @@ silently would prove nothing. Without it the test fails and says how to install 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -283,3 +284,55 @@ def trial_counts_until_they_grow(port: int, timeout: float = 20.0) -> list[int]:
         time.sleep(0.25)
         counts.append(len(live_trials(port)))
     return counts
+
+
+SLOW_QUADRATIC = """
+import time
+
+def objective(params):
+    time.sleep(0.05)
+    return (params["x"] - 2) ** 2
+"""
+
+
+@pytest.mark.slow
+def test_run_with_dashboard_serves_the_live_study_to_a_browser(tmp_path: Path) -> None:
+    chromium = shutil.which(CHROMIUM)
+    if chromium is None:
+        pytest.fail("chromium is not installed: apt-get install -y chromium")
+    (tmp_path / "slow.py").write_text(SLOW_QUADRATIC)
+    (tmp_path / "study.toml").write_text(
+        'version = 1\n[study]\nname = "live-run"\n[objective]\ncallable = "slow.py:objective"\n'
+        '[params]\nx = { type = "float", low = -10, high = 10 }\n'
+        "[run]\nn_trials = 400\nworkers = 2\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optspec", "run", "study.toml", "-o", "out", "-q",
+         "--dashboard", str(port)],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        counts = []
+        deadline = time.monotonic() + 30
+        while not counts and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                counts = trial_counts_until_they_grow(port)
+            time.sleep(0.2)
+        assert counts and counts[-1] > counts[0], "the live study did not grow"
+        (summary,) = get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        dom = dump_dom(
+            chromium, f"http://127.0.0.1:{port}/dashboard/studies/{summary['study_id']}", tmp_path
+        )
+        assert "live-run" in dom
+        assert process.poll() is None, "the run ended before the browser looked"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert f"http://127.0.0.1:{port}/dashboard" in stderr
+    with pytest.raises(ConnectionRefusedError):  # stopped with the run
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    assert (tmp_path / "out" / "study.db").is_file()

@@ -189,7 +189,7 @@ def _start(study_dir: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _workers_of(pid: int) -> list[int]:
+def _children(pid: int) -> list[tuple[int, bytes]]:
     children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -198,9 +198,15 @@ def _workers_of(pid: int) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(fields[1]) == pid and b"multiprocessing" in cmdline and b"spawn_main" in cmdline:
-                children.append(int(entry.name))
+            if int(fields[1]) == pid:
+                children.append((int(entry.name), cmdline))
     return children
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Worker pids of the controller ``pid``: workers are forked by its forkserver child."""
+    servers = [child for child, cmdline in _children(pid) if b"forkserver" in cmdline]
+    return [worker for server in servers for worker, _ in _children(server)]
 
 
 def _wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
