@@ -49,6 +49,8 @@ TRIAL_TIMEOUT_SLACK = 2.0
 """Extra seconds before the controller kills a worker over ``trial_timeout``: a command
 objective stops its own process first and records a clearer reason."""
 POLL_INTERVAL = 0.05
+SNAPSHOT_MIN_LOGS = 10_000
+"""From this many logs on, workers start from the controller's replayed state."""
 
 INTERRUPTED_ATTR = "optspec:interrupted"
 """Trial system attribute: the run was stopped while this trial ran; ``resume`` retries it."""
@@ -129,6 +131,10 @@ class Controller:
         self.backend = backend
         self.plugin_objects = plugin_objects
         self.snapshot = snapshot
+        if snapshot is None and len(backend) >= SNAPSHOT_MIN_LOGS:
+            # Every worker would otherwise replay the whole journal on start (seconds for a
+            # large resumed study); the controller has done that already.
+            self.snapshot = pickle.dumps(self.storage._replay_result)
         self.on_tick = on_tick
         self.context = worker_context()
         self.n_workers = config.spec.run.worker_count

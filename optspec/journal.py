@@ -226,11 +226,25 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         return logs
 
     def _reread(self, log_number_from: int) -> list[dict[str, Any]]:
-        """Logs from an earlier (or later) number than the cursor; the caller holds _lock."""
-        self._catch_up()
+        """Logs from an earlier (or later) number than the cursor; the caller holds _lock.
+
+        Records before ``log_number_from`` are indexed but not decoded: a worker that starts
+        from a snapshot of a large study reads only what came after it.
+        """
+        end = self._end[1]
+        data = self._map_at_least(end)
+        index = self._index
+        pos = self._offset
+        while pos < end:
+            index.append(pos)
+            pos += 4 + _unpack_length(data, pos)[0]
+        if pos != end:
+            raise RuntimeError(f"journal corrupt: a record runs past the published end {end}")
+        self._offset = pos
+        self._count = len(index)
         if log_number_from >= self._count:
             return []
-        return list(_decode(self._data, self._index[log_number_from], self._offset))
+        return list(_decode(data, index[log_number_from], pos))
 
     def _map_at_least(self, size: int) -> mmap.mmap:
         if size > len(self._data):

@@ -40,7 +40,8 @@ def write_study_db(study: optuna.Study, config: Config) -> None:
     target = config.study_db
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        dump_to_sqlite(backend, study.study_name, target)
+        # The controller's storage is up to date: no replay of the whole journal.
+        dump_to_sqlite(backend, study.study_name, target, storage=study._storage)
     except Exception as exc:
         fallback = target.with_name(FALLBACK_NAME)
         try:
