@@ -20,10 +20,10 @@ import optuna
 from optuna.storages import JournalStorage
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_sqlite import ListBackend, journal_logs, optuna_block  # noqa: E402
+from bench_sqlite import ListBackend, journal_logs, optuna_block
 
-from optspec.engine import SPEC_ATTR, SPEC_DIR_ATTR, SPEC_FILE_ATTR  # noqa: E402
-from optspec.sqlite import dump_to_sqlite  # noqa: E402
+from optspec.engine import SPEC_ATTR, SPEC_DIR_ATTR, SPEC_FILE_ATTR
+from optspec.sqlite import dump_to_sqlite
 
 SPEC = """
 version = 1

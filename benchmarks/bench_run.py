@@ -77,7 +77,9 @@ def run_optspec(n_trials: int, workers: int, work: Path) -> dict[str, float]:
         (EXAMPLES / "quadratic.toml")
         .read_text()
         .replace('name = "tpe"', 'name = "random"')
-        .replace('callable = "quadratic.py:objective"', f'callable = "{EXAMPLES}/quadratic.py:objective"')
+        .replace(
+            'callable = "quadratic.py:objective"', f'callable = "{EXAMPLES}/quadratic.py:objective"'
+        )
     )
     times = work / f"w{workers}.json"
     started = time.time()
