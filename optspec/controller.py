@@ -101,6 +101,35 @@ class JournalWatcher:
         self._backend.close()
 
 
+class StorageWatcher:
+    """Finished trials of a study on a shared storage, found by polling it (no journal to read)."""
+
+    POLL_INTERVAL = 0.5  # a query over the whole study: not every 50 ms
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self._seen = {trial.number for trial in self._finished()}
+        self._next_poll = 0.0
+
+    def _finished(self) -> list[FrozenTrial]:
+        from optuna.trial import TrialState
+
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return self._study.get_trials(deepcopy=False, states=finished)
+
+    def finished_trial_ids(self) -> list[int]:
+        now = time.monotonic()
+        if now < self._next_poll:
+            return []
+        self._next_poll = now + self.POLL_INTERVAL
+        new = [trial for trial in self._finished() if trial.number not in self._seen]
+        self._seen.update(trial.number for trial in new)
+        return [trial._trial_id for trial in new]
+
+    def close(self) -> None:
+        pass
+
+
 class _Worker:
     def __init__(self, index: int, generation: int, process: multiprocessing.process.BaseProcess):
         self.index = index
@@ -119,11 +148,14 @@ class Controller:
         config: Config,
         pm: PluginManager,
         study: optuna.Study,
-        backend: Any,
+        backend: Any | None,
         plugin_objects: bytes = b"",
         snapshot: bytes | None = None,
         on_tick: Callable[[], None] | None = None,
+        join: bool = False,
     ) -> None:
+        """``backend`` is the run's shared-memory journal, or None on a shared storage
+        (``config.storage_url``). ``join`` is ``optspec worker``: trials only, no study hooks."""
         self.config = config
         self.pm = pm
         self.study = study
@@ -131,18 +163,22 @@ class Controller:
         self.backend = backend
         self.plugin_objects = plugin_objects
         self.snapshot = snapshot
-        if snapshot is None and len(backend) >= SNAPSHOT_MIN_LOGS:
+        self.join = join
+        if snapshot is None and backend is not None and len(backend) >= SNAPSHOT_MIN_LOGS:
             # Every worker would otherwise replay the whole journal on start (seconds for a
             # large resumed study); the controller has done that already.
             self.snapshot = pickle.dumps(self.storage._replay_result)
         self.on_tick = on_tick
         self.context = worker_context()
         self.n_workers = config.spec.run.worker_count
-        self.tickets = self.context.Semaphore(0)
+        # On a shared storage, machines that this controller does not know take trials too:
+        # workers count the study's trials instead of taking tickets.
+        self.tickets = self.context.Semaphore(0) if backend is not None else None
         self.slots = Slots(
             self.context.Array("q", [IDLE] * self.n_workers, lock=False),
             self.context.Array("d", [0.0] * self.n_workers, lock=False),
             self.context.Value("q", 0),
+            self.context.Value("b", 0),
         )
         self.workers: list[_Worker] = []
         self.failed = 0
@@ -156,7 +192,9 @@ class Controller:
     def run(self) -> Outcome:
         run = self.config.spec.run
         started = time.monotonic()
-        watcher = JournalWatcher(self.backend)
+        watcher = (
+            JournalWatcher(self.backend) if self.backend is not None else StorageWatcher(self.study)
+        )
         try:
             with self._signals_handled():
                 self._hand_out(self._missing())
@@ -175,7 +213,8 @@ class Controller:
                         self.on_tick()
                     self._wait()
                 self._terminate_all("the run stopped")
-                self._fail_leftovers()
+                if self.backend is not None:  # on a shared storage, RUNNING may be elsewhere
+                    self._fail_leftovers()
                 self._report_finished(watcher)
         finally:
             self._terminate_all("the controller stopped")
@@ -187,7 +226,8 @@ class Controller:
         if self.outcome is None:
             self.outcome = Outcome(status, message)  # type: ignore[arg-type]
             self.grace_ends = time.monotonic() + GRACE_PERIOD
-        while self.tickets.acquire(block=False):
+        self.slots.stop.value = 1
+        while self.tickets is not None and self.tickets.acquire(block=False):
             pass
 
     # -- budget -----------------------------------------------------------------------------
@@ -200,7 +240,7 @@ class Controller:
         return max(0, self.config.spec.run.n_trials - counted)
 
     def _hand_out(self, count: int) -> None:
-        for _ in range(count):
+        for _ in range(count if self.tickets is not None else 0):
             self.tickets.release()
 
     def _top_up(self) -> bool:
@@ -224,7 +264,7 @@ class Controller:
         generation = sum(1 for worker in self.workers if worker.index == index)
         setup = WorkerSetup(
             config=self.config,
-            storage=self.storage,
+            storage=self.storage if self.backend is not None else None,
             study_name=self.study.study_name,
             index=index,
             generation=generation,
@@ -304,12 +344,15 @@ class Controller:
     def _report_finished(self, watcher: JournalWatcher) -> None:
         from optuna.trial import TrialState
 
-        for trial_id in watcher.finished_trial_ids():
-            trial = self.storage.get_trial(trial_id)
-            self.finished += 1
-            if trial.state == TrialState.FAIL:
-                self.failed += 1
-            self._trial_end(trial)
+        if self.join:
+            self.failed = self.slots.failures.value
+        else:
+            for trial_id in watcher.finished_trial_ids():
+                trial = self.storage.get_trial(trial_id)
+                self.finished += 1
+                if trial.state == TrialState.FAIL:
+                    self.failed += 1
+                self._trial_end(trial)
         max_failed = self.config.spec.run.max_failed
         if max_failed is not None and self.failed >= max_failed:
             self.stop("failed", f"max_failed = {max_failed} reached: {self.failed} trials failed")

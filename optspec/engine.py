@@ -8,6 +8,7 @@ before writing anything, run the :class:`~optspec.controller.Controller`, and al
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import importlib
@@ -74,12 +75,15 @@ def run_study(
     overwrite: bool = False,
     quiet: bool = False,
     dashboard: int | None = None,
+    storage: str | None = None,
 ) -> RunResult:
     """Run the study ``spec`` describes and write study.db; the API behind ``optspec run``.
 
     :param plugins: plugin objects registered after all others. Every worker registers them
         too, so they must pickle: modules (sent by name) or instances of importable classes.
     :param dashboard: serve optuna-dashboard over the live study on 127.0.0.1 at this port.
+    :param storage: run on this shared storage URL instead of the in-memory journal, so that
+        ``optspec worker`` processes on other machines can join; study.db is written all the same.
     :raises UsageError: (and SpecError) for anything the user can fix; nothing is written then.
     """
     if not isinstance(spec, Spec):
@@ -88,7 +92,12 @@ def run_study(
     out = Path(output).absolute() if output is not None else spec.study.output
     _check_output(out, overwrite)
     config = Config(
-        spec, out, plugin_args=tuple(plugin_args), quiet=quiet, dashboard_port=dashboard
+        spec,
+        out,
+        plugin_args=tuple(plugin_args),
+        quiet=quiet,
+        dashboard_port=dashboard,
+        storage_url=storage,
     )
     _start_worker_server()
     pm, sampler, pruner = _prepare(config, plugins)
@@ -100,21 +109,65 @@ def run_study(
     from optspec.journal import SharedMemoryJournalBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with SharedMemoryJournalBackend() as backend:
-        storage = JournalStorage(backend)
+    with contextlib.ExitStack() as stack:
+        if storage is None:
+            backend = stack.enter_context(SharedMemoryJournalBackend())
+            study_storage: Any = JournalStorage(backend)
+        else:
+            from optspec.storage import open_storage
+
+            backend, study_storage = None, open_storage(storage)
+            _refuse_existing_study(study_storage, spec.study.name, storage)
         # Bound before the study exists: a busy port is a usage error with nothing written.
-        with _live_dashboard(storage, config):
-            study = optuna.create_study(
-                storage=storage,
-                study_name=spec.study.name,
-                directions=spec.study.directions,
-                sampler=sampler,
-                pruner=pruner,
-            )
-            _record_spec(study, spec, out)
-            for point in spec.enqueue[: spec.run.n_trials]:
-                study.enqueue_trial(point)
-            return _run(config, pm, study, backend, pickled_plugins)
+        stack.enter_context(_live_dashboard(study_storage, config))
+        study = optuna.create_study(
+            storage=study_storage,
+            study_name=spec.study.name,
+            directions=spec.study.directions,
+            sampler=sampler,
+            pruner=pruner,
+        )
+        _record_spec(study, spec, out)
+        for point in spec.enqueue[: spec.run.n_trials]:
+            study.enqueue_trial(point)
+        return _run(config, pm, study, backend, pickled_plugins)
+
+
+def join_study(
+    spec: Spec | str | os.PathLike[str],
+    *,
+    storage: str,
+    workers: int | str | None = None,
+    plugin_args: Sequence[str] = (),
+    quiet: bool = False,
+) -> Outcome:
+    """Run worker processes for a study that ``optspec run --storage`` started elsewhere.
+
+    They take trials until the study holds ``n_trials``; study-level hooks and study.db stay
+    with the controller that started the study.
+    """
+    import optuna
+
+    from optspec.controller import Controller
+    from optspec.storage import open_storage
+
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    spec = _with_budget(spec, None, None, workers)
+    config = Config(
+        spec,
+        spec.study.output,
+        role="worker",
+        plugin_args=tuple(plugin_args),
+        quiet=quiet,
+        storage_url=storage,
+    )
+    _start_worker_server()
+    pm, _, _ = _prepare(config, ())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study_storage = open_storage(storage)
+    study = _wait_for_study(study_storage, spec.study.name, storage)
+    return Controller(config=config, pm=pm, study=study, backend=None, join=True).run()
 
 
 def resume_study(
@@ -238,6 +291,34 @@ def _live_dashboard(storage: Any, config: Config) -> Iterator[None]:
         yield
     finally:
         dashboard.stop()
+
+
+def _refuse_existing_study(storage: Any, name: str, url: str) -> None:
+    if name in {study.study_name for study in storage.get_all_studies()}:
+        raise UsageError(
+            f"--storage {url} already holds a study named {name!r}; join it with "
+            f"`optspec worker SPEC --storage {url}`, or give [study] name another value"
+        )
+
+
+JOIN_WAIT = 30.0
+"""Seconds ``optspec worker`` waits for the controller to create the study."""
+
+
+def _wait_for_study(storage: Any, name: str, url: str) -> optuna.Study:
+    import optuna
+
+    deadline = time.monotonic() + JOIN_WAIT
+    while True:
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            if time.monotonic() >= deadline:
+                raise UsageError(
+                    f"--storage {url} holds no study named {name!r} after {JOIN_WAIT:g}s; "
+                    f"start it with `optspec run SPEC --storage {url}`"
+                ) from None
+            time.sleep(0.5)
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
@@ -372,7 +453,7 @@ def _run(
     config: Config,
     pm: PluginManager,
     study: optuna.Study,
-    backend: Any,
+    backend: Any | None,
     plugin_objects: bytes,
 ) -> RunResult:
     from optspec.controller import Controller
@@ -496,6 +577,7 @@ def run_from_cli(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
         dashboard=args.dashboard,
+        storage=args.storage,
     )
     return _report(result)
 
@@ -514,7 +596,10 @@ def resume_from_cli(args: argparse.Namespace) -> int:
 
 
 def worker_from_cli(args: argparse.Namespace) -> int:
-    raise UsageError("optspec worker: shared storages are not supported by this version yet")
+    outcome = join_study(args.spec, storage=args.storage, workers=args.workers, quiet=args.quiet)
+    if outcome.status != "done":
+        print(f"optspec: {outcome.status}: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
 
 
 def _report(result: RunResult) -> int:

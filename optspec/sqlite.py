@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 from optuna.storages.journal._storage import JournalOperation  # not re-exported by Optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StudyFileError",
+    "dump_storage_to_sqlite",
     "dump_to_sqlite",
     "load_from_sqlite",
     "write_fallback_journal",
@@ -131,6 +132,13 @@ def dump_to_sqlite(
         storage = JournalStorage(backend)
     elif storage._backend is not backend:
         raise ValueError("storage must be a JournalStorage over the backend being dumped")
+    dump_storage_to_sqlite(storage, study_name, sqlite_path)
+
+
+def dump_storage_to_sqlite(
+    storage: BaseStorage, study_name: str, sqlite_path: str | os.PathLike[str]
+) -> None:
+    """:func:`dump_to_sqlite` for a study on any Optuna storage (``run --storage URL``)."""
     study = _find_study(storage, study_name)
     # No deepcopy: nothing below mutates a trial, and copying 100k trials costs seconds.
     trials = storage.get_all_trials(study._study_id, deepcopy=False)
@@ -143,7 +151,7 @@ def dump_to_sqlite(
         _insert_rows(tmp_path, rows)
 
 
-def _find_study(storage: JournalStorage, study_name: str) -> FrozenStudy:
+def _find_study(storage: BaseStorage, study_name: str) -> FrozenStudy:
     studies = storage.get_all_studies()
     for study in studies:
         if study.study_name == study_name:

@@ -23,6 +23,7 @@ from attrs import frozen
 from optspec.config import Config
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
     from multiprocessing.synchronize import Semaphore
 
@@ -49,6 +50,9 @@ class Slots:
     failures: Synchronized[int]
     """FAIL trials of this invocation, counted by the workers themselves: with a fast failing
     objective, waiting for the controller to notice ``max_failed`` would spend the budget."""
+    stop: Synchronized[int]
+    """Set by the controller: take no more trials (on a shared storage, where the budget is
+    counted in the study rather than handed out as tickets)."""
 
 
 @frozen
@@ -56,11 +60,15 @@ class WorkerSetup:
     """Everything a worker needs, pickled into the new process."""
 
     config: Config
-    storage: optuna.storages.BaseStorage
+    storage: optuna.storages.BaseStorage | None
+    """The run's journal storage; None on a shared storage, which the worker opens itself
+    from ``config.storage_url``."""
     study_name: str
     index: int
     generation: int
-    tickets: Semaphore
+    tickets: Semaphore | None
+    """One ticket per trial still to run; None on a shared storage, where other machines take
+    trials too and the worker counts the study's trials instead."""
     slots: Slots
     plugin_objects: bytes = b""
     """Pickled plugin objects, unpickled once ``sys_path`` is in place (their classes may live
@@ -101,6 +109,10 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     pm = build_plugin_manager(config.spec, config.plugin_args, objects)
     pm.hook.configure(config=config)
     storage = setup.storage
+    if storage is None:
+        from optspec.storage import open_storage
+
+        storage = open_storage(config.storage_url)  # type: ignore[arg-type]
     if setup.snapshot is not None and hasattr(storage, "restore_replay_result"):
         storage.restore_replay_result(setup.snapshot)
     study = optuna.load_study(
@@ -116,11 +128,13 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
     slots, index = setup.slots, setup.index
     controller = os.getppid()
     max_failed = config.spec.run.max_failed or float("inf")
+    claim = _ticket_claim(setup.tickets) if setup.tickets else _count_claim(study, config)
     # A worker outliving a SIGKILLed controller would run trials nobody saves.
     while (
         os.getppid() == controller
+        and not slots.stop.value
         and slots.failures.value < max_failed
-        and setup.tickets.acquire(block=False)
+        and claim()
     ):
         trial = study.ask()
         slots.started[index] = time.time()
@@ -132,6 +146,24 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
         if failed:
             with slots.failures.get_lock():
                 slots.failures.value += 1
+
+
+def _ticket_claim(tickets: Semaphore) -> Callable[[], bool]:
+    return lambda: tickets.acquire(block=False)
+
+
+def _count_claim(study: optuna.Study, config: Config) -> Callable[[], bool]:
+    """On a shared storage: go on while the study holds fewer than ``n_trials`` trials.
+
+    Workers on other machines check at the same time, so the study may end up to one trial
+    per concurrent worker over the target; the ticket semaphore of a one-machine run has no
+    such overshoot.
+    """
+    from optuna.trial import TrialState
+
+    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    n_trials = config.spec.run.n_trials
+    return lambda: len(study.get_trials(deepcopy=False, states=started)) < n_trials
 
 
 def run_trial(

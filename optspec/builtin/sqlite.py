@@ -34,15 +34,18 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generato
 
 def write_study_db(study: optuna.Study, config: Config) -> None:
     """Dump the study to ``config.study_db`` atomically; on failure, save the journal beside it."""
-    from optspec.sqlite import dump_to_sqlite, write_fallback_journal
+    from optspec.sqlite import dump_storage_to_sqlite, write_fallback_journal
 
-    backend = study._storage._backend  # the run's shared journal
+    storage = study._storage
     target = config.study_db
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # The controller's storage is up to date: no replay of the whole journal.
-        dump_to_sqlite(backend, study.study_name, target, storage=study._storage)
+        dump_storage_to_sqlite(storage, study.study_name, target)
     except Exception as exc:
+        backend = getattr(storage, "_backend", None)  # the run's journal, when it has one
+        if backend is None:  # a shared storage still holds every trial
+            raise StudyFailed(f"could not write {target}: {exc}") from exc
         fallback = target.with_name(FALLBACK_NAME)
         try:
             write_fallback_journal(backend, fallback)

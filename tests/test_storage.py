@@ -1,0 +1,66 @@
+"""`run --storage URL` and `optspec worker`: one study shared by processes that only share a URL.
+
+SQLite stands in for PostgreSQL here: both go through Optuna's RDBStorage, and SQLite needs no
+server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.test_run import OBJECTIVES, load, optspec, spec_text
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    (tmp_path / "study.toml").write_text(spec_text("slow", n_trials=30, workers=1))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_worker_joins_a_study_on_a_shared_storage(study_dir: Path) -> None:
+    url = f"sqlite:///{study_dir / 'shared.db'}"
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "optspec", "run", "study.toml", "-o", "out", "-q",
+         "--storage", url],
+        cwd=study_dir,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    joined = optspec("worker", "study.toml", "--storage", url, "--workers", "2", "-q",
+                     cwd=study_dir)  # fmt: skip
+    _, stderr = controller.communicate(timeout=120)
+    assert controller.returncode == 0, stderr
+    assert joined.returncode == 0, joined.stderr
+
+    trials = load(study_dir / "out" / "study.db").trials
+    # Three workers count the study's trials at the same time: at most two over the target.
+    assert 30 <= len(trials) <= 32
+    assert all(trial.state == TrialState.COMPLETE for trial in trials)
+    # The joining workers did part of the work: the run alone has one worker at 0.2 s a trial.
+    starts = sorted(trial.datetime_start for trial in trials)
+    assert (starts[-1] - starts[0]).total_seconds() < 30 * 0.2
+
+
+def test_a_study_name_taken_on_the_storage_is_refused(study_dir: Path) -> None:
+    url = f"sqlite:///{study_dir / 'shared.db'}"
+    first = optspec("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "2",
+                    cwd=study_dir)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    second = optspec("run", "study.toml", "-o", "b", "-q", "--storage", url, cwd=study_dir)
+    assert second.returncode == 2
+    assert "optspec worker" in second.stderr and "Traceback" not in second.stderr
+    assert not (study_dir / "b").exists()
+
+
+def test_a_storage_url_that_cannot_be_opened(study_dir: Path) -> None:
+    result = optspec("run", "study.toml", "-o", "out", "--storage", "nosuchdb://x", cwd=study_dir)
+    assert result.returncode == 2
+    assert "--storage nosuchdb://x" in result.stderr and "Traceback" not in result.stderr
+    assert not (study_dir / "out").exists()
