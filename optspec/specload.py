@@ -55,8 +55,9 @@ CONSTRAINT_KEYS = ("metric", "min", "max")
 RUN_KEYS = ("n_trials", "timeout", "workers", "max_failed", "trial_timeout", "checkpoint")
 PLUGINS_KEYS = ("load", "block")
 PARAM_TYPES = ("float", "int", "categorical")
-# Placeholders a command may use besides the parameters themselves.
-COMMAND_FIELDS = ("trial_number", "trial_dir")
+# Placeholders a command may use besides the parameters themselves; {python} is the interpreter
+# optspec runs on, so a spec need not guess whether "python" or "python3" is on PATH.
+COMMAND_FIELDS = ("trial_number", "trial_dir", "python")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

@@ -404,7 +404,12 @@ class CommandObjective:
         return trial_dir
 
     def _argv(self, params: dict[str, Any], number: int, trial_dir: Path) -> list[str]:
-        values = {**params, "trial_number": number, "trial_dir": str(trial_dir)}
+        values = {
+            **params,
+            "trial_number": number,
+            "trial_dir": str(trial_dir),
+            "python": sys.executable,
+        }
         argv = []
         for index, element in enumerate(self.argv):
             path = f"objective.command[{index}]"
