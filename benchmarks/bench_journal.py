@@ -28,7 +28,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
-from optspec.journal import SharedMemoryJournalBackend
+from optspec.journal import InProcessJournalBackend, SharedMemoryJournalBackend
 
 TRIVIAL_TRIALS = 2000
 CPU_TRIALS = 40
@@ -52,19 +52,6 @@ class ManagerListBackend(BaseJournalBackend):
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         with self._lock:
             self._logs.extend([json.dumps(log) for log in logs])
-
-
-class ListBackend(BaseJournalBackend):
-    """The ceiling: no serialisation, no sharing, nothing but JournalStorage itself."""
-
-    def __init__(self) -> None:
-        self._logs: list[dict[str, Any]] = []
-
-    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
-        return self._logs[log_number_from:]
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._logs.extend(logs)
 
 
 # -- objectives ------------------------------------------------------------------------------
@@ -117,7 +104,9 @@ def worker(
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     sampler = optuna.samplers.RandomSampler(seed=seed)
     if storage is None:  # the ceiling: a private in-process journal
-        study = optuna.create_study(storage=JournalStorage(ListBackend()), sampler=sampler)
+        study = optuna.create_study(
+            storage=JournalStorage(InProcessJournalBackend()), sampler=sampler
+        )
     else:
         study = optuna.load_study(study_name=STUDY, storage=storage, sampler=sampler)
     barrier.wait()

@@ -20,9 +20,10 @@ import optuna
 from optuna.storages import JournalStorage
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_sqlite import ListBackend, journal_logs, optuna_block
+from bench_sqlite import journal_logs, optuna_block
 
 from optspec.engine import SPEC_ATTR, SPEC_DIR_ATTR, SPEC_FILE_ATTR
+from optspec.journal import InProcessJournalBackend
 from optspec.sqlite import dump_to_sqlite
 
 SPEC = """
@@ -60,7 +61,7 @@ def on_trial_end(trial):
 
 
 def make_study_db(directory: Path, n_trials: int) -> Path:
-    backend = ListBackend()
+    backend = InProcessJournalBackend()
     backend.append_logs(journal_logs(optuna_block(), n_trials))
     storage = JournalStorage(backend)
     study_id = storage.get_study_id_from_name("bench")

@@ -24,22 +24,12 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
+from optspec.journal import InProcessJournalBackend
 from optspec.sqlite import dump_to_sqlite, load_from_sqlite
 
 SIZES = (1_000, 10_000, 100_000)
 BLOCK = 1_000
 STUDY = "bench"
-
-
-class ListBackend(BaseJournalBackend):
-    def __init__(self) -> None:
-        self._logs: list[dict[str, Any]] = []
-
-    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
-        return self._logs[log_number_from:]
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._logs.extend(logs)
 
 
 def backend_factory() -> tuple[str, Callable[[], BaseJournalBackend]]:
@@ -53,14 +43,14 @@ def backend_factory() -> tuple[str, Callable[[], BaseJournalBackend]]:
         probe.close()
     except ImportError as error:
         print(f"(SharedMemoryJournalBackend unavailable: {error!r}; using a list backend)")
-        return "list", ListBackend
+        return "list", InProcessJournalBackend
     return "SharedMemoryJournalBackend", SharedMemoryJournalBackend
 
 
 def optuna_block() -> list[dict[str, Any]]:
     """The logs that Optuna writes for BLOCK trials, CREATE_STUDY first."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = ListBackend()
+    backend = InProcessJournalBackend()
     study = optuna.create_study(
         study_name=STUDY,
         storage=JournalStorage(backend),

@@ -76,7 +76,7 @@ from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend
 
-__all__ = ["SharedMemoryJournalBackend"]
+__all__ = ["InProcessJournalBackend", "SharedMemoryJournalBackend"]
 
 _MAGIC = b"optspecJ"
 # Seen as uint64s, the header holds the published end offset at index 1; the hot paths write
@@ -348,3 +348,26 @@ def _reopen_all_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reopen_all_after_fork)
+
+
+class InProcessJournalBackend(BaseJournalBackend):
+    """A journal that is a Python list: for a study that lives in one process only.
+
+    ``optspec show`` and ``export`` read study.db into one; it needs no shared memory and
+    leaves nothing to clean up.
+    """
+
+    def __init__(self) -> None:
+        self._logs: list[dict[str, Any]] = []
+
+    def read_logs(self, log_number_from: int) -> Sequence[dict[str, Any]]:
+        return self._logs[log_number_from:]
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self._logs.extend(logs)
+
+    def __len__(self) -> int:
+        return len(self._logs)
+
+    def logs(self) -> Iterator[dict[str, Any]]:
+        return iter(self._logs)

@@ -23,7 +23,7 @@ import math
 import os
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -47,24 +47,6 @@ __all__ = [
 ]
 
 SPEC_ATTR = "optspec:spec"  # the engine's name for it; repeated so `show` needn't import the engine
-
-# Tables whose rows make a study; alembic_version and version_info only say who wrote the file,
-# and a newer Optuna's stamp there is no reason to refuse to show it.
-_STUDY_TABLES = (
-    "studies",
-    "study_directions",
-    "study_user_attributes",
-    "study_system_attributes",
-    "trials",
-    "trial_params",
-    "trial_values",
-    "trial_intermediate_values",
-    "trial_user_attributes",
-    "trial_system_attributes",
-)
-
-
-# -- the run's own summary (results.json, the terminal) -----------------------------------------
 
 
 def trial_summary(trial: FrozenTrial) -> dict[str, Any]:
@@ -125,82 +107,19 @@ def _json_number(value: float) -> float | str:
 # -- opening a study file without changing it ---------------------------------------------------
 
 
-class _ListJournal:
-    """A journal backend that is a Python list: the study lives only in this process.
-
-    ``JournalStorage`` needs nothing but these two methods (it only type-checks for snapshots),
-    and a list needs no shared memory or file to clean up afterwards.
-    """
-
-    def __init__(self) -> None:
-        self._logs: list[dict[str, Any]] = []
-
-    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
-        return iter(self._logs[log_number_from:])
-
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self._logs.extend(logs)
-
-
 def open_study_file(path: str | os.PathLike[str]) -> optuna.Study:
     """The only study in ``path`` (an Optuna SQLite file or an optspec fallback journal), in memory.
 
+    Read-only, and without the check that the installed Optuna wrote the file: looking at a study
+    must work on a read-only file and on one a newer Optuna stamped.
+
     :raises StudyFileError: the file is missing, empty, or not an Optuna study.
     """
-    import optuna
-    from optuna.storages import JournalStorage
+    from optspec.journal import InProcessJournalBackend
+    from optspec.sqlite import load_from_sqlite
 
-    from optspec import sqlite
-
-    path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise sqlite.StudyFileError(path, "is empty, not an Optuna study")
-    backend = _ListJournal()
-    if sqlite._read_header(path) != sqlite.SQLITE_HEADER:
-        # A fallback journal file (study.journal): load_from_sqlite reads those as they are.
-        _, study = sqlite.load_from_sqlite(path, backend=backend)  # type: ignore[arg-type]
-        return study
-    study_name, logs = _logs_from_any_optuna_sqlite(path)
-    backend.append_logs(logs)
-    try:
-        return optuna.load_study(study_name=study_name, storage=JournalStorage(backend))  # type: ignore[arg-type]
-    except (KeyError, ValueError, TypeError) as error:  # rows the replay cannot make sense of
-        raise sqlite.StudyFileError(
-            path, f"holds a study this Optuna cannot read: {error}"
-        ) from None
-
-
-def _logs_from_any_optuna_sqlite(path: Path) -> tuple[str, list[dict[str, Any]]]:
-    """Like ``optspec.sqlite``'s reader, minus its check that the installed Optuna wrote the file.
-
-    Resuming must refuse another schema revision (it will write the file back); showing need not.
-    """
-    import sqlite3
-
-    from optspec import sqlite
-
-    uri = path.absolute().as_uri() + "?mode=ro"  # read-only: no journal file, no lock upgrade
-    try:
-        connection = sqlite3.connect(uri, uri=True)
-    except sqlite3.Error as error:
-        raise sqlite.StudyFileError(path, f"cannot be opened as SQLite: {error}") from None
-    try:
-        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
-        missing = [table for table in _STUDY_TABLES if table not in tables]
-        if missing:
-            raise sqlite.StudyFileError(
-                path,
-                "an SQLite database, but not an Optuna study database "
-                f"(missing tables: {', '.join(missing)})",
-            )
-        study_id, study_name = sqlite._choose_study(connection, path, None)
-        return study_name, sqlite._study_logs(connection, study_id, study_name)
-    except (sqlite3.DatabaseError, KeyError, ValueError) as error:
-        raise sqlite.StudyFileError(
-            path, f"not a readable Optuna SQLite database: {type(error).__name__}: {error}"
-        ) from None
-    finally:
-        connection.close()
+    _, study = load_from_sqlite(path, backend=InProcessJournalBackend(), check_version=False)
+    return study
 
 
 def stored_spec(study: optuna.Study) -> str | None:

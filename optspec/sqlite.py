@@ -73,7 +73,8 @@ LOADER_WORKER_ID = "optspec-load_from_sqlite"
 # dump can remove what a killed one left behind without touching a live one's file.
 _TMP_SUFFIX = ".optspec-tmp"
 
-_OPTUNA_TABLES = (
+# The rows that make a study; the last two tables only say which Optuna wrote the file.
+_STUDY_TABLES = (
     "studies",
     "study_directions",
     "study_user_attributes",
@@ -84,9 +85,8 @@ _OPTUNA_TABLES = (
     "trial_intermediate_values",
     "trial_user_attributes",
     "trial_system_attributes",
-    "version_info",
-    "alembic_version",
 )
+_OPTUNA_TABLES = (*_STUDY_TABLES, "version_info", "alembic_version")
 
 # Journal operation codes, as plain ints so that any backend codec (JSON, marshal) takes the logs.
 _CREATE_STUDY = int(JournalOperation.CREATE_STUDY)
@@ -471,18 +471,25 @@ def load_from_sqlite(
     study_name: str | None = None,
     *,
     backend: BaseJournalBackend | None = None,
+    check_version: bool = True,
 ) -> tuple[BaseJournalBackend, optuna.Study]:
     """Build a journal holding the study in ``sqlite_path`` and open the study on it.
 
     ``sqlite_path`` is an Optuna SQLite file, or a journal file from
     :func:`write_fallback_journal`; the content decides which. ``study_name=None`` means the only
     study in the file. ``backend`` receives the logs, in one ``append_logs`` call, and must be
-    empty; by default a new ``SharedMemoryJournalBackend``.
+    empty; by default a new ``SharedMemoryJournalBackend``. The file is opened read-only.
+
+    ``check_version=False`` accepts a file stamped by another Optuna schema revision, as long as
+    it has the study tables: right for looking at a study, wrong for resuming one (the file is
+    written back with the installed Optuna's stamp).
 
     Raises StudyFileError when the file is neither, is from another Optuna schema, or lacks the
     study.
     """
     path = Path(sqlite_path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise StudyFileError(path, "is empty, not an Optuna study")
     if backend is None:
         from optspec.journal import SharedMemoryJournalBackend
 
@@ -491,11 +498,14 @@ def load_from_sqlite(
         raise ValueError("load_from_sqlite needs an empty journal backend")
 
     if _read_header(path) == SQLITE_HEADER:
-        study_name, logs = _logs_from_sqlite(path, study_name)
+        study_name, logs = _logs_from_sqlite(path, study_name, check_version)
     else:
         study_name, logs = _logs_from_journal_file(path, study_name)
     backend.append_logs(logs)
-    study = optuna.load_study(study_name=study_name, storage=JournalStorage(backend))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=JournalStorage(backend))
+    except (KeyError, ValueError, TypeError) as error:  # rows the replay cannot make sense of
+        raise StudyFileError(path, f"holds a study this Optuna cannot read: {error}") from None
     return backend, study
 
 
@@ -511,7 +521,9 @@ def _read_header(path: Path) -> bytes:
         raise StudyFileError(path, f"cannot be read: {error.strerror}") from None
 
 
-def _logs_from_sqlite(path: Path, study_name: str | None) -> tuple[str, list[dict[str, Any]]]:
+def _logs_from_sqlite(
+    path: Path, study_name: str | None, check_version: bool
+) -> tuple[str, list[dict[str, Any]]]:
     # Read-only, so that looking at a file never changes it (no journal, no schema upgrade).
     uri = Path(path).absolute().as_uri() + "?mode=ro"
     try:
@@ -519,7 +531,7 @@ def _logs_from_sqlite(path: Path, study_name: str | None) -> tuple[str, list[dic
     except sqlite3.Error as error:
         raise StudyFileError(path, f"cannot be opened as SQLite: {error}") from None
     try:
-        _check_optuna_schema(connection, path)
+        _check_optuna_schema(connection, path, check_version)
         study_id, study_name = _choose_study(connection, path, study_name)
         return study_name, _study_logs(connection, study_id, study_name)
     except sqlite3.DatabaseError as error:
@@ -530,15 +542,18 @@ def _logs_from_sqlite(path: Path, study_name: str | None) -> tuple[str, list[dic
         connection.close()
 
 
-def _check_optuna_schema(connection: sqlite3.Connection, path: Path) -> None:
+def _check_optuna_schema(connection: sqlite3.Connection, path: Path, check_version: bool) -> None:
     tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
-    missing = [table for table in _OPTUNA_TABLES if table not in tables]
+    needed = _OPTUNA_TABLES if check_version else _STUDY_TABLES
+    missing = [table for table in needed if table not in tables]
     if missing:
         raise StudyFileError(
             path,
             "an SQLite database, but not an Optuna study database "
             f"(missing tables: {', '.join(missing)})",
         )
+    if not check_version:
+        return
     _, schema_version, revision = _schema_template()
     revisions = [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
     if revisions != [revision]:

@@ -619,7 +619,7 @@ def _truncated(path: Path) -> None:
     [
         (lambda path: path.write_text("hello\n"), "neither an Optuna SQLite database"),
         (lambda path: path.write_bytes(os.urandom(4096)), "neither an Optuna SQLite database"),
-        (lambda path: path.write_bytes(b""), "holds no study"),
+        (lambda path: path.write_bytes(b""), "is empty, not an Optuna study"),
         (lambda path: path.unlink(), "no such file"),
         (_sqlite_without_optuna, "not an Optuna study database"),
         (_other_alembic_revision, "revision v9.0.0.a"),
