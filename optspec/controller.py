@@ -206,8 +206,13 @@ class Controller:
                     if run.timeout is not None and now - started >= run.timeout:
                         self.stop("done", f"timeout of {_seconds(run.timeout)} reached")
                     self._enforce_deadlines(now)
-                    # Every worker gone: stop, unless tickets died with a worker (then top up).
-                    if not self._alive() and (self.outcome is not None or not self._top_up()):
+                    # Every worker gone: stop, unless tickets died with a worker (then top up)
+                    # or, on a shared storage, other machines still run trials of the study.
+                    if (
+                        not self._alive()
+                        and (self.outcome is not None or not self._top_up())
+                        and (self.outcome is not None or not self._others_running())
+                    ):
                         break
                     if self.on_tick is not None:
                         self.on_tick()
@@ -251,6 +256,15 @@ class Controller:
         self._hand_out(missing)
         self._start_workers()
         return True
+
+    def _others_running(self) -> bool:
+        """On a shared storage: trials that workers elsewhere still run. The study is not over
+        until they finish (a first Ctrl-C stops waiting for them)."""
+        from optuna.trial import TrialState
+
+        if self.backend is not None or self.join:
+            return False
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     # -- workers ----------------------------------------------------------------------------
 

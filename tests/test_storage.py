@@ -42,7 +42,11 @@ def test_a_worker_joins_a_study_on_a_shared_storage(study_dir: Path) -> None:
     trials = load(study_dir / "out" / "study.db").trials
     # Three workers count the study's trials at the same time: at most two over the target.
     assert 30 <= len(trials) <= 32
-    assert all(trial.state == TrialState.COMPLETE for trial in trials)
+    # The controller waits for the trials the joined workers still ran when the target was met.
+    unfinished = [
+        (t.number, t.state.name, t.user_attrs) for t in trials if t.state != TrialState.COMPLETE
+    ]
+    assert unfinished == []
     # The joining workers did part of the work: the run alone has one worker at 0.2 s a trial.
     starts = sorted(trial.datetime_start for trial in trials)
     assert (starts[-1] - starts[0]).total_seconds() < 30 * 0.2
