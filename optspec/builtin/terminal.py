@@ -48,10 +48,20 @@ class Progress:
 
         self.single = len(study.directions) == 1
         self.minimize = study.directions[0] == StudyDirection.MINIMIZE
-        self.done_before = sum(
-            1 for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()
-        )
+        earlier = [trial for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()]
+        for trial in earlier:  # a resumed study's best so far
+            self._consider(trial)
+        self.done_before = len(earlier)
         self.started = time.monotonic()
+
+    def _consider(self, trial: FrozenTrial) -> None:
+        from optuna.trial import TrialState
+
+        if trial.state != TrialState.COMPLETE or not self.single or trial.value is None:
+            return
+        feasible = all(value <= 0 for value in trial.constraints.values())
+        if feasible and (self.best is None or (trial.value < self.best) == self.minimize):
+            self.best = trial.value
 
     def trial_end(self, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState
@@ -59,10 +69,7 @@ class Progress:
         self.done += 1
         if trial.state == TrialState.FAIL:
             self.failed += 1
-        elif trial.state == TrialState.COMPLETE and self.single and trial.value is not None:
-            feasible = all(value <= 0 for value in trial.constraints.values())
-            if feasible and (self.best is None or (trial.value < self.best) == self.minimize):
-                self.best = trial.value
+        self._consider(trial)
         now = time.monotonic()
         interval = REDRAW_INTERVAL if self.tty else LOG_INTERVAL
         if now - self.last_drawn >= interval or self.done_before + self.done >= self.total:
