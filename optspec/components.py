@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from optspec.plugins import PluginManager
     from optspec.spec import Spec
 
-# Keeps a respawned worker's seed apart from every first-generation worker's.
+# Keep a respawned worker's seed, and a resumed run's, apart from every other worker's.
 _GENERATION_SEED_STRIDE = 7919
+_RESUME_SEED_STRIDE = 104_729
 
 
 def _lookup(pm: PluginManager, kind: str, name: str, path: str) -> Any:
@@ -53,21 +54,30 @@ def check_names(pm: PluginManager, spec: Spec) -> None:
         raise SpecError(problems)
 
 
-def worker_seed(config: Config, worker_index: int, generation: int = 0) -> int | None:
-    """The study seed offset per worker: a one-worker run with a seed is reproducible."""
+def worker_seed(
+    config: Config, worker_index: int, generation: int = 0, trials_before: int = 0
+) -> int | None:
+    """The study seed offset per worker, per respawn and by the trials the study held when the
+    run started: a one-worker run with a seed is reproducible, and a resumed run does not draw
+    its first trials' parameters again."""
     seed = config.spec.study.seed
     if seed is None:
         return None
-    return (seed + worker_index + generation * _GENERATION_SEED_STRIDE) % 2**32
+    offset = worker_index + generation * _GENERATION_SEED_STRIDE
+    return (seed + offset + trials_before * _RESUME_SEED_STRIDE) % 2**32
 
 
 def make_sampler(
-    pm: PluginManager, config: Config, worker_index: int = 0, generation: int = 0
+    pm: PluginManager,
+    config: Config,
+    worker_index: int = 0,
+    generation: int = 0,
+    trials_before: int = 0,
 ) -> optuna.samplers.BaseSampler:
     spec = config.spec
     factory = _lookup(pm, "samplers", spec.sampler.name, "sampler.name")
     context = {
-        "seed": lambda: worker_seed(config, worker_index, generation),
+        "seed": lambda: worker_seed(config, worker_index, generation, trials_before),
         "search_space": lambda: grid_values(spec),
         "directions": lambda: spec.study.directions,
     }

@@ -32,7 +32,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from optspec.outcome import Outcome
-from optspec.worker import EXIT_SETUP_FAILED, IDLE, Slots, WorkerSetup, run_worker
+from optspec.worker import (
+    EXIT_PLUGIN_FAILED,
+    EXIT_SETUP_FAILED,
+    IDLE,
+    Slots,
+    WorkerSetup,
+    run_worker,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -136,6 +143,9 @@ class _Worker:
         self.generation = generation
         self.process = process
         self.stop_reason: str | None = None
+        # Stopped because the run stopped (resume retries its trial), not for overrunning
+        # trial_timeout (a retry would overrun again).
+        self.interrupted = False
         self.kill_at: float | None = None
 
 
@@ -181,10 +191,15 @@ class Controller:
             self.context.Value("b", 0),
         )
         self.workers: list[_Worker] = []
+        # Part of every worker's seed: a resumed study must not replay its first trials' draws.
+        self.trials_before = sum(
+            1 for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()
+        )
         self.failed = 0
         self.finished = 0
         self.outcome: Outcome | None = None
         self.grace_ends: float | None = None
+        self.terminating = False
         self.signals = 0
 
     # -- the loop ---------------------------------------------------------------------------
@@ -286,6 +301,7 @@ class Controller:
             slots=self.slots,
             plugin_objects=self.plugin_objects,
             sys_path=tuple(sys.path),
+            trials_before=self.trials_before,
             snapshot=self.snapshot,
         )
         process = self.context.Process(
@@ -310,10 +326,12 @@ class Controller:
                 continue
             reason = worker.stop_reason or _exit_reason(worker, code)
             if trial_number != IDLE:
-                self._fail_trial(trial_number, reason, interrupted=worker.stop_reason is not None)
+                self._fail_trial(trial_number, reason, interrupted=worker.interrupted)
             if code == EXIT_SETUP_FAILED:
                 self.stop("failed", f"worker {worker.index} could not start (see above)")
-            elif self.outcome is None:
+            elif code == EXIT_PLUGIN_FAILED:
+                self.stop("failed", "a plugin raised in on_trial_start (see above)")
+            elif self.outcome is None and not self.terminating:
                 self._start_worker(worker.index)
 
     def _enforce_deadlines(self, now: float) -> None:
@@ -332,15 +350,17 @@ class Controller:
                             worker, f"trial_timeout of {_seconds(trial_timeout)} exceeded"
                         )
 
-    def _terminate(self, worker: _Worker, reason: str) -> None:
+    def _terminate(self, worker: _Worker, reason: str, *, interrupted: bool = False) -> None:
         if worker.stop_reason is None:
             worker.stop_reason = reason
+            worker.interrupted = interrupted
             worker.kill_at = time.monotonic() + KILL_AFTER
             worker.process.terminate()
 
     def _terminate_all(self, reason: str) -> None:
+        self.terminating = True  # no replacement for the workers that now exit
         for worker in self._alive():
-            self._terminate(worker, reason)
+            self._terminate(worker, reason, interrupted=True)
         deadline = time.monotonic() + KILL_AFTER
         for worker in self._alive():
             worker.process.join(max(0.0, deadline - time.monotonic()))

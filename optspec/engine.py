@@ -15,7 +15,9 @@ import importlib
 import io
 import os
 import pickle
+import signal
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +29,7 @@ import attrs
 from attrs import frozen
 
 from optspec.config import Config
-from optspec.errors import OptspecError, SpecError, UsageError
+from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
 from optspec.outcome import Outcome
 from optspec.spec import Spec, load_spec, parse_spec
 
@@ -167,6 +169,7 @@ def join_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_storage = open_storage(storage)
     study = _wait_for_study(study_storage, spec.study.name, storage)
+    _check_same_spec(study, spec, storage)
     return Controller(config=config, pm=pm, study=study, backend=None, join=True).run()
 
 
@@ -186,6 +189,8 @@ def resume_study(
     ``n_trials`` is the new total for the study. Trials an interruption failed run again first.
     """
     path = Path(study_db).absolute()
+    if path.is_dir():
+        raise UsageError(f"{study_db} is a directory; give the study.db file of an earlier run")
     if not path.is_file():
         raise UsageError(f"{study_db}: no such file; give the study.db of an earlier run")
     lock = _lock_for_resume(path)
@@ -305,6 +310,18 @@ JOIN_WAIT = 30.0
 """Seconds ``optspec worker`` waits for the controller to create the study."""
 
 
+def _check_same_spec(study: optuna.Study, spec: Spec, url: str) -> None:
+    """A joining worker runs the spec the study was started with, not an edited copy."""
+    storage = study._storage
+    stored = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
+    expected = stored.get(SPEC_SHA256_ATTR)
+    if expected is not None and expected != hashlib.sha256(spec.text.encode()).hexdigest():
+        raise UsageError(
+            f"{spec.path}: differs from the spec the study {study.study_name!r} on {url} was "
+            "started with; workers must run the same spec (same file contents)"
+        )
+
+
 def _wait_for_study(storage: Any, name: str, url: str) -> optuna.Study:
     import optuna
 
@@ -322,7 +339,14 @@ def _wait_for_study(storage: Any, name: str, url: str) -> optuna.Study:
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
+    """Everything about the output directory that would only fail once the trials have run."""
     study_db = output / "study.db"
+    if study_db.is_dir():
+        raise UsageError(f"{study_db} is a directory; remove it or choose another output (-o DIR)")
+    existing = next(parent for parent in (output, *output.parents) if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "not a directory" if not existing.is_dir() else "not writable"
+        raise UsageError(f"cannot write to {output}: {existing} is {what}; choose another -o DIR")
     if study_db.exists() and not overwrite:
         raise UsageError(
             f"{study_db} already exists; continue that study with `optspec resume {study_db}`, "
@@ -351,6 +375,17 @@ def _prepare(config: Config, plugins: Sequence[object]) -> tuple[PluginManager, 
         make_objective(pm, config)
     except SpecError as exc:
         raise exc.with_file(file) from None
+    except OptspecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported in one line
+        raise StudyFailed(
+            f"a plugin raised while the run was set up: {type(exc).__name__}: {exc}"
+        ) from None
+    if not pm.has_plugin("sqlite") and config.role == "controller":
+        print(
+            "optspec: the sqlite plugin is blocked: study.db and results.json will not be written",
+            file=sys.stderr,
+        )
     return pm, sampler, pruner
 
 
@@ -402,8 +437,9 @@ def _is_journal_file(path: Path) -> bool:
 
 
 def _lock_for_resume(path: Path) -> int:
-    lock_path = path.with_name(f".{path.name}.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold a lock on study.db's directory while resuming: study.db itself is replaced (a new
+    inode) at every dump, and a lock file would be left behind."""
+    fd = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -513,13 +549,17 @@ def _checkpointer(
 
 
 def _finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outcome) -> Outcome:
-    """Fire on_finish so that every implementation runs, even after one raised."""
+    """Fire on_finish so that every implementation runs, even after one raised, and so that a
+    signal arriving meanwhile cannot cut the writing of study.db short."""
     errors: list[tuple[str, BaseException]] = []
-    try:
-        with _guarded(pm.hook.on_finish, errors):
-            pm.hook.on_finish(study=study, config=config, outcome=outcome)
-    except Exception as exc:  # noqa: BLE001 - a wrapper (study.db itself) failed
-        errors.append(("", exc))
+    with _signals_deferred() as received:
+        try:
+            with _guarded(pm.hook.on_finish, errors):
+                pm.hook.on_finish(study=study, config=config, outcome=outcome)
+        except Exception as exc:  # noqa: BLE001 - a wrapper (study.db itself) failed
+            errors.append(("", exc))
+    if received and outcome.status == "done":
+        outcome = Outcome("interrupted", f"interrupted by {received[0]} while finishing")
     if not errors:
         return outcome
     plugin, exc = errors[0]
@@ -527,6 +567,24 @@ def _finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Out
         return Outcome("failed", str(exc))
     where = f"plugin {plugin!r} " if plugin else ""
     return Outcome("failed", f"{where}raised in on_finish: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[list[str]]:
+    """SIGINT and SIGTERM are noted, not acted on, for the duration (main thread only)."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    for sig in signals:
+        signal.signal(sig, lambda signum, frame: received.append(signal.Signals(signum).name))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager

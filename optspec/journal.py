@@ -167,7 +167,7 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
 
     def __len__(self) -> int:
         with self._lock:
-            self._catch_up()
+            self._index_to_end()
             return self._count
 
     def logs(self) -> Iterator[dict[str, Any]]:
@@ -208,22 +208,12 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
     # -- internals ----------------------------------------------------------------------------
 
     def _catch_up(self) -> list[dict[str, Any]]:
-        """Decode and index the records published since the cursor; the caller holds _lock."""
-        end = self._end[1]
-        data = self._map_at_least(end)
-        index = self._index
-        pos = self._offset
-        logs = []
-        while pos < end:
-            index.append(pos)
-            start = pos + 4
-            pos = start + _unpack_length(data, pos)[0]
-            logs.append(_loads(data[start:pos]))
-        if pos != end:
-            raise RuntimeError(f"journal corrupt: a record runs past the published end {end}")
-        self._offset = pos
-        self._count = len(index)
-        return logs
+        """Decode the records published since the cursor; the caller holds _lock."""
+        first = self._count
+        self._index_to_end()
+        if first == self._count:
+            return []
+        return list(_decode(self._data, self._index[first], self._offset))
 
     def _reread(self, log_number_from: int) -> list[dict[str, Any]]:
         """Logs from an earlier (or later) number than the cursor; the caller holds _lock.
@@ -231,6 +221,13 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         Records before ``log_number_from`` are indexed but not decoded: a worker that starts
         from a snapshot of a large study reads only what came after it.
         """
+        self._index_to_end()
+        if log_number_from >= self._count:
+            return []
+        return list(_decode(self._data, self._index[log_number_from], self._offset))
+
+    def _index_to_end(self) -> None:
+        """Move the cursor past every published record, noting offsets but decoding nothing."""
         end = self._end[1]
         data = self._map_at_least(end)
         index = self._index
@@ -242,9 +239,6 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             raise RuntimeError(f"journal corrupt: a record runs past the published end {end}")
         self._offset = pos
         self._count = len(index)
-        if log_number_from >= self._count:
-            return []
-        return list(_decode(data, index[log_number_from], pos))
 
     def _map_at_least(self, size: int) -> mmap.mmap:
         if size > len(self._data):

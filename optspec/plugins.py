@@ -15,10 +15,12 @@ calls implementations last-registered first, so a later group can override an ea
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -66,10 +68,27 @@ class PluginManager(pluggy.PluginManager):
         self._registries: dict[str, dict[str, Any]] = {}
 
     def register_plugin(self, plugin: object, info: PluginInfo) -> None:
-        if self.is_blocked(info.name):
+        # Blocked, or already loaded under another name (``-p`` naming an entry point's module).
+        if self.is_blocked(info.name) or self.is_registered(plugin):
             return
-        self.register(plugin, name=info.name)
+        try:
+            self.register(plugin, name=info.name)
+        except pluggy.PluginValidationError as exc:
+            raise UsageError(f"plugin {info.name!r} ({info.origin}): {exc}") from None
         self.infos[info.name] = info
+
+    def check_pending(self) -> None:
+        """Implementations of hooks that do not exist (a typo in a hook name) are usage errors."""
+        try:
+            super().check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.get_name(exc.plugin) or "?"
+            info = self.infos.get(name)
+            where = f" ({info.origin})" if info else ""
+            raise UsageError(
+                f"plugin {name!r}{where}: {exc.args[0]}; the hooks are listed in "
+                "optspec.hookspecs and by `optspec plugins`"
+            ) from None
 
     def registry(self, kind: str) -> dict[str, Any]:
         """Factories plugins registered through ``register_<kind>``, by name (cached)."""
@@ -193,13 +212,21 @@ def _load_local_file(pm: PluginManager, path: Path) -> None:
     if not path.is_file() or pm.is_blocked(name):
         return
     info = PluginInfo(name, "local file", str(path))
-    module_spec = importlib.util.spec_from_file_location(f"optspec_plugins_{abs(hash(path))}", path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
-        raise _import_failure(info, exc) from None
+    # The same module name in every process, and in sys.modules, so that objects defined in the
+    # file pickle between controller and workers.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    module_name = f"optspec_plugins_{digest}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported
+            del sys.modules[module_name]
+            raise _import_failure(info, exc) from None
     pm.register_plugin(module, info)
 
 

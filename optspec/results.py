@@ -28,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from optspec.errors import UsageError
+
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
@@ -269,7 +271,11 @@ def export(
     if output is None:
         _to_stdout(lambda file: _write_rows(columns, rows, fmt, file))
     else:
-        with open(output, "w", encoding="utf-8", newline="") as file:
+        try:
+            file = open(output, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"-o {output}: cannot write it: {exc.strerror}") from None
+        with file:
             _write_rows(columns, rows, fmt, file)
     return 0
 

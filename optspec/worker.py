@@ -18,21 +18,25 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import optuna
 from attrs import frozen
+from optuna.trial import TrialState
 
 from optspec.config import Config
+from optspec.evaluate import FAIL_REASON_ATTR, TrialFailed, record_result
+from optspec.space import suggest_params
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
     from multiprocessing.synchronize import Semaphore
 
-    import optuna
-
 IDLE = -1
 """``Slots.trial_numbers`` value while a worker runs no trial."""
 
-# Exit status of a worker that could not set itself up (the controller stops the run).
+# Exit status of a worker that could not set itself up, and of one whose on_trial_start hook
+# raised: a plugin bug that would fail every trial. The controller stops the run on either.
+EXIT_PLUGIN_FAILED = 4
 EXIT_SETUP_FAILED = 3
 
 
@@ -70,6 +74,8 @@ class WorkerSetup:
     """One ticket per trial still to run; None on a shared storage, where other machines take
     trials too and the worker counts the study's trials instead."""
     slots: Slots
+    trials_before: int = 0
+    """Finished trials when the run started, part of the sampler's seed."""
     plugin_objects: bytes = b""
     """Pickled plugin objects, unpickled once ``sys_path`` is in place (their classes may live
     in modules only the controller's sys.path reaches, such as a test file)."""
@@ -94,8 +100,6 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
-    import optuna
-
     from optspec.components import make_objective, make_pruner, make_sampler
     from optspec.engine import prepare_sys_path
     from optspec.plugins import build_plugin_manager
@@ -118,7 +122,7 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     study = optuna.load_study(
         study_name=setup.study_name,
         storage=storage,
-        sampler=make_sampler(pm, config, setup.index, setup.generation),
+        sampler=make_sampler(pm, config, setup.index, setup.generation, setup.trials_before),
         pruner=make_pruner(pm, config),
     )
     return config, study, make_objective(pm, config), pm
@@ -141,7 +145,12 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
         slots.trial_numbers[index] = trial.number
         # Not in a `finally`: a worker stopped mid-trial must leave the slot set, so the
         # controller knows which trial to fail.
-        failed = not run_trial(study, trial, objective, pm, config)
+        try:
+            failed = not run_trial(study, trial, objective, pm, config)
+        except PluginFailed as exc:
+            slots.trial_numbers[index] = IDLE
+            print(f"optspec: worker {index}: {exc}", file=sys.stderr)
+            sys.exit(EXIT_PLUGIN_FAILED)
         slots.trial_numbers[index] = IDLE
         if failed:
             with slots.failures.get_lock():
@@ -159,11 +168,13 @@ def _count_claim(study: optuna.Study, config: Config) -> Callable[[], bool]:
     per concurrent worker over the target; the ticket semaphore of a one-machine run has no
     such overshoot.
     """
-    from optuna.trial import TrialState
-
     started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     n_trials = config.spec.run.n_trials
     return lambda: len(study.get_trials(deepcopy=False, states=started)) < n_trials
+
+
+class PluginFailed(Exception):
+    """A plugin raised in ``on_trial_start``: its trial failed, and so would every other."""
 
 
 def run_trial(
@@ -171,17 +182,21 @@ def run_trial(
 ) -> bool:
     """Suggest, evaluate and tell one trial; every failure becomes a FAIL with its reason.
 
-    Returns False when the trial failed.
+    Returns False when the trial failed; raises PluginFailed (after failing the trial) when a
+    plugin's ``on_trial_start`` raised.
     """
-    import optuna
-    from optuna.trial import TrialState
-
-    from optspec.evaluate import FAIL_REASON_ATTR, TrialFailed, record_result
-    from optspec.space import suggest_params
-
     try:
         params = suggest_params(trial, config.spec)
+    except Exception as exc:  # noqa: BLE001 - e.g. a sampler that cannot sample this space
+        _fail(study, trial, _reason(exc), FAIL_REASON_ATTR)
+        return False
+    try:
         pm.hook.on_trial_start(trial=trial, config=config)
+    except Exception as exc:  # a plugin's bug: it stops the run, not just this trial
+        reason = f"a plugin raised in on_trial_start: {_reason(exc)}"
+        _fail(study, trial, reason, FAIL_REASON_ATTR)
+        raise PluginFailed(reason) from exc
+    try:
         values = record_result(trial, objective(trial, params), config.spec)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
@@ -197,8 +212,6 @@ def run_trial(
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, attr: str) -> None:
-    from optuna.trial import TrialState
-
     trial.set_user_attr(attr, reason)
     study.tell(trial, state=TrialState.FAIL)
 

@@ -346,3 +346,24 @@ def test_a_p_plugin_overrides_what_an_entry_point_registered(project):
     overridden = run(project, "-p", "override", "--overwrite", env=env)
     assert overridden.returncode == 0, overridden.stderr
     assert {trial.params["x"] for trial in saved_trials(project)} == {-3.0}
+
+
+def test_a_misspelt_hook_name_is_one_line_and_exit_2(project: Path) -> None:
+    tmp_path = project
+    write_spec(tmp_path)
+    (tmp_path / "optspec_plugins.py").write_text(
+        "from optspec import hookimpl\n\n@hookimpl\ndef on_trial_ennd(trial):\n    pass\n"
+    )
+    for command in (["validate", tmp_path / "study.toml"], ["run", tmp_path / "study.toml"]):
+        result = cli(*command, "-q" if command[0] == "run" else "--print", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "unknown hook 'on_trial_ennd'" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_naming_an_autoloaded_plugin_with_p_loads_it_once(project: Path) -> None:
+    result = run(project, "-p", "optspec_jsonl_log")
+    assert result.returncode == 0, result.stderr
+    lines = (project / "out" / "trials.jsonl").read_text().splitlines()
+    assert len(lines) == 3

@@ -175,3 +175,36 @@ def test_checkpoints_survive_a_killed_controller_and_resume_retries(study_dir: P
     trials = load(db).trials
     assert len(trials) == len(saved) + 4
     assert not [t for t in trials if t.state == TrialState.RUNNING]
+
+
+def test_a_seeded_resume_does_not_repeat_the_parameters_it_has(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=5, workers=1))
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    db = study_dir / "out" / "study.db"
+    assert optspec("resume", db, "--n-trials", "10", "-q", cwd=study_dir).returncode == 0
+    xs = [trial.params["x"] for trial in load(db).trials]
+    assert len(set(xs)) == 10
+
+
+@pytest.mark.slow
+def test_a_trial_stopped_by_trial_timeout_is_not_retried(study_dir: Path) -> None:
+    spec = spec_text("hang", n_trials=4, workers=2, extra='trial_timeout = "1s"')
+    (study_dir / "study.toml").write_text(spec)
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    db = study_dir / "out" / "study.db"
+    timed_out = [t for t in load(db).trials if t.state == TrialState.FAIL]
+    assert timed_out
+    assert optspec("resume", db, "--n-trials", "6", "-q", cwd=study_dir).returncode == 0
+    trials = load(db).trials
+    assert len(trials) == 6
+    assert not [t for t in trials if "retry_of" in t.user_attrs]  # nothing was enqueued again
+
+
+def test_resume_leaves_no_lock_file_behind(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    before = sorted(p.name for p in (study_dir / "out").iterdir())
+    result = optspec("resume", study_dir / "out" / "study.db", "-p", "no_such_plugin",
+                     cwd=study_dir)  # fmt: skip
+    assert result.returncode == 2
+    assert sorted(p.name for p in (study_dir / "out").iterdir()) == before

@@ -326,3 +326,64 @@ def test_spec_errors_found_by_plugins_write_nothing(study_dir: Path) -> None:
         result.stderr
     )
     assert not (study_dir / "out").exists()
+
+
+def _plugin(study_dir: Path, source: str) -> None:
+    (study_dir / "optspec_plugins.py").write_text("from optspec import hookimpl\n" + source)
+
+
+def test_a_plugin_raising_in_on_trial_start_stops_the_study(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=30))
+    _plugin(study_dir, "@hookimpl\ndef on_trial_start(trial):\n    raise ValueError('bug')\n")
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 1
+    assert "on_trial_start" in result.stderr and "Traceback" not in result.stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert 0 < len(trials) < 30
+    assert all("on_trial_start" in t.user_attrs["fail_reason"] for t in trials)
+
+
+def test_a_plugin_raising_in_configure_is_one_line(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic"))
+    _plugin(study_dir, "@hookimpl\ndef configure(config):\n    raise ValueError('bad config')\n")
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    assert result.returncode == 1
+    assert "ValueError: bad config" in result.stderr and "Traceback" not in result.stderr
+    assert not (study_dir / "out").exists()
+
+
+@pytest.mark.parametrize("problem", ["file-in-the-way", "study-db-is-a-directory"])
+def test_an_output_that_cannot_be_written_is_refused_before_running(
+    study_dir: Path, problem: str
+) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic"))
+    if problem == "file-in-the-way":
+        (study_dir / "afile").write_text("")
+        output = "afile/out"
+    else:
+        (study_dir / "out" / "study.db").mkdir(parents=True)
+        output = "out"
+    result = optspec("run", "study.toml", "-o", output, "-q", "--overwrite", cwd=study_dir)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "not a directory" in result.stderr or "is a directory" in result.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_while_on_finish_runs_still_writes_study_db(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=5))
+    _plugin(
+        study_dir,
+        "import pathlib, time\n"
+        "@hookimpl\ndef on_finish():\n"
+        "    pathlib.Path('finishing').touch()\n"
+        "    time.sleep(2)\n",
+    )
+    process = _start(study_dir)
+    deadline = time.monotonic() + 60
+    while not (study_dir / "finishing").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert len(load(study_dir / "out" / "study.db").trials) == 5

@@ -321,3 +321,13 @@ def test_not_a_study_is_exit_2_naming_the_file(
     assert str(path) in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["missing-directory", "a-directory"])
+def test_export_to_a_path_that_cannot_be_written(
+    example_db: Path, optspec_cli: Cli, tmp_path: Path, where: str
+) -> None:
+    target = tmp_path / "no" / "such" / "dir.csv" if where == "missing-directory" else tmp_path
+    result = optspec_cli("export", example_db, "-o", target)
+    assert result.returncode == 2
+    assert str(target) in result.stderr and "Traceback" not in result.stderr

@@ -68,3 +68,15 @@ def test_a_storage_url_that_cannot_be_opened(study_dir: Path) -> None:
     assert result.returncode == 2
     assert "--storage nosuchdb://x" in result.stderr and "Traceback" not in result.stderr
     assert not (study_dir / "out").exists()
+
+
+def test_a_worker_with_an_edited_spec_is_refused(study_dir: Path) -> None:
+    url = f"sqlite:///{study_dir / 'shared.db'}"
+    started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "1",
+                      cwd=study_dir)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    spec = study_dir / "study.toml"
+    spec.write_text(spec.read_text().replace("high = 10", "high = 20"))
+    joined = optspec("worker", "study.toml", "--storage", url, cwd=study_dir)
+    assert joined.returncode == 2
+    assert "differs from the spec" in joined.stderr and "Traceback" not in joined.stderr

@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from optspec import hookimpl
@@ -144,15 +145,25 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generato
     progress, _progress = _progress, None
     if progress is not None:
         progress.close()
+    before = _identity(config.study_db)
     saved = False
     try:
         result = yield
-        saved = config.study_db.exists()
+        # study.db is replaced as a whole when it is written: a new file, a new inode.
+        saved = _identity(config.study_db) not in (None, before)
         return result
     finally:
         if progress is not None:
             elapsed = time.monotonic() - progress.started
             print(summary_text(study, config, outcome, elapsed, saved=saved))
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def summary_text(
