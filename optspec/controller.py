@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from optspec.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR
 from optspec.outcome import Outcome
 from optspec.worker import (
     EXIT_PLUGIN_FAILED,
@@ -59,8 +60,6 @@ POLL_INTERVAL = 0.05
 SNAPSHOT_MIN_LOGS = 10_000
 """From this many logs on, workers start from the controller's replayed state."""
 
-INTERRUPTED_ATTR = "optspec:interrupted"
-"""Trial system attribute: the run was stopped while this trial ran; ``resume`` retries it."""
 
 _FINISHED_STATES = frozenset({1, 2, 3})  # TrialState COMPLETE, PRUNED, FAIL
 _SET_TRIAL_STATE_VALUES = 6  # JournalOperation.SET_TRIAL_STATE_VALUES
@@ -399,8 +398,6 @@ class Controller:
 
     def _fail_trial(self, number: int, reason: str, *, interrupted: bool) -> None:
         from optuna.trial import TrialState
-
-        from optspec.evaluate import FAIL_REASON_ATTR
 
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(
             self.study._study_id, number

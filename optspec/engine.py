@@ -28,6 +28,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import frozen
 
+from optspec.attributes import (
+    FAIL_REASON_ATTR,
+    INTERRUPTED_ATTR,
+    RETRY_OF_ATTR,
+    SPEC_ATTR,
+    SPEC_DIR_ATTR,
+    SPEC_FILE_ATTR,
+    SPEC_SHA256_ATTR,
+    VERSION_ATTR,
+)
 from optspec.config import Config
 from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
 from optspec.outcome import Outcome
@@ -40,14 +50,6 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from optspec.plugins import PluginManager
-
-SPEC_ATTR = "optspec:spec"
-SPEC_SHA256_ATTR = "optspec:spec_sha256"
-VERSION_ATTR = "optspec:version"
-SPEC_DIR_ATTR = "optspec:spec_dir"
-SPEC_FILE_ATTR = "optspec:spec_file"
-RETRY_OF_ATTR = "retry_of"
-"""Trial user attribute: the number of the interrupted trial whose parameters this one retries."""
 
 
 @frozen
@@ -457,9 +459,6 @@ def _retry_interrupted(study: optuna.Study, n_trials: int) -> None:
     they are failed as interrupted first, so they are retried too.
     """
     from optuna.trial import TrialState
-
-    from optspec.controller import INTERRUPTED_ATTR
-    from optspec.evaluate import FAIL_REASON_ATTR
 
     storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

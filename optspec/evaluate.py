@@ -22,13 +22,14 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from optspec.attributes import FAIL_REASON_ATTR
+
 if TYPE_CHECKING:
     import optuna
 
     from optspec.spec import Spec
 
-#: The user attribute under which the worker records why a trial failed.
-FAIL_REASON_ATTR = "fail_reason"
+__all__ = ["FAIL_REASON_ATTR", "TrialFailed", "record_result"]
 
 
 class TrialFailed(Exception):

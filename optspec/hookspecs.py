@@ -157,5 +157,8 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> None:
 
     Runs once, in the controller, in a ``finally``: after a normal end, a failure, a timeout or an
     interrupt. Every implementation runs even if one raises. The built-in ``sqlite`` plugin writes
-    study.db here as ``trylast``, so study attributes other plugins set in ``on_finish`` are saved.
+    study.db here, in the ``finally`` of a ``wrapper=True`` implementation: after every other
+    implementation (so study attributes other plugins set in ``on_finish`` are saved) and even
+    when one of them raised. DESIGN.md's "trylast" intent, made robust: a raising plain
+    implementation cannot skip a wrapper's ``finally``.
     """

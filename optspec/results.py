@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from optspec.attributes import SPEC_ATTR
 from optspec.errors import UsageError
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ __all__ = [
     "trial_summary",
     "write_results_json",
 ]
-
-SPEC_ATTR = "optspec:spec"  # the engine's name for it; repeated so `show` needn't import the engine
 
 
 def trial_summary(trial: FrozenTrial) -> dict[str, Any]:

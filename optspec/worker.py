@@ -22,8 +22,9 @@ import optuna
 from attrs import frozen
 from optuna.trial import TrialState
 
+from optspec.attributes import FAIL_REASON_ATTR
 from optspec.config import Config
-from optspec.evaluate import FAIL_REASON_ATTR, TrialFailed, record_result
+from optspec.evaluate import TrialFailed, record_result
 from optspec.space import suggest_params
 
 if TYPE_CHECKING:

@@ -402,7 +402,8 @@ def test_load_picks_a_study_by_name_or_names_the_choices(tmp_path: Path) -> None
 
 
 def test_default_backend_is_shared_memory(study_db: Path) -> None:
-    journal = pytest.importorskip("optspec.journal")
+    from optspec import journal
+
     backend, study = load_from_sqlite(study_db)
     try:
         assert isinstance(backend, journal.SharedMemoryJournalBackend)

@@ -1,0 +1,28 @@
+"""The attributes optspec writes into a study, by name: what other tools may read back.
+
+Study system attributes hold the spec a study ran (``optuna.load_study(...)`` keeps them), so
+``optspec resume`` and ``optspec show`` need nothing but study.db. Trial user attributes are
+meant for people: optuna-dashboard and ``optspec export`` show them.
+"""
+
+# Study system attributes.
+SPEC_ATTR = "optspec:spec"
+"""The spec's TOML text, as it was read."""
+SPEC_SHA256_ATTR = "optspec:spec_sha256"
+"""sha256 of that text: ``optspec worker`` joins only with the same spec."""
+VERSION_ATTR = "optspec:version"
+"""The optspec version that created the study."""
+SPEC_DIR_ATTR = "optspec:spec_dir"
+"""``{"relative": ..., "absolute": ...}``: the spec's directory, relative to study.db first."""
+SPEC_FILE_ATTR = "optspec:spec_file"
+"""The spec's file name, for the study name default and relative references."""
+
+# Trial system attributes.
+INTERRUPTED_ATTR = "optspec:interrupted"
+"""The run was stopped while this trial ran; ``resume`` retries its parameters."""
+
+# Trial user attributes.
+FAIL_REASON_ATTR = "fail_reason"
+"""Why a FAIL trial failed: the exception, exit status, timeout or signal."""
+RETRY_OF_ATTR = "retry_of"
+"""The number of the interrupted trial whose parameters this trial retries."""
