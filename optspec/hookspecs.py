@@ -129,7 +129,9 @@ def on_trial_start(trial: optuna.Trial, config: Config) -> None:
     :param config: the configuration as rebuilt in this worker (``config.role == "worker"``).
 
     Runs in the worker process that evaluates the trial, once per trial, before the objective.
-    An exception fails this trial (state FAIL, with the reason) and the run goes on.
+    An exception fails this trial (state FAIL, the reason in its ``fail_reason`` attribute) and
+    stops the study with exit code 1, as a raising ``on_trial_end`` does: a plugin's bug would
+    otherwise fail every trial that follows.
     """
 
 

@@ -230,14 +230,17 @@ level = "high"
 # -- failures ---------------------------------------------------------------------------------
 
 
-def test_on_trial_start_raising_fails_that_trial_only(optspec_run):
+def test_on_trial_start_raising_fails_that_trial_and_stops_the_run(optspec_run):
     run = optspec_run(plugins=[RaiseIn("on_trial_start", trial_number=1)], n_trials=4, workers=1)
 
-    assert run.exit_code == 0
+    assert run.exit_code == 1
+    assert "on_trial_start" in run.result.outcome.message
     states = {trial.number: trial.state.name for trial in run.study.trials}
-    assert states == {0: "COMPLETE", 1: "FAIL", 2: "COMPLETE", 3: "COMPLETE"}
+    assert states == {0: "COMPLETE", 1: "FAIL"}
     reason = run.study.trials[1].user_attrs["fail_reason"]
     assert "RuntimeError: on_trial_start broke on purpose" in reason
+    (finish,) = run.calls("on_finish")
+    assert finish.kwargs["outcome"].status == "failed"
 
 
 def test_on_trial_end_raising_fails_the_run_and_study_db_is_written(optspec_run):
