@@ -43,6 +43,14 @@ def hang(params):
 
 def always_fails(params):
     raise ValueError("broken objective")
+
+def marked(params):
+    # Tells the test which process runs a trial right now, so it can kill one mid-trial.
+    marker = f"running-{os.getpid()}"
+    open(marker, "w").close()
+    time.sleep(0.5)
+    os.remove(marker)
+    return params["x"] ** 2
 """
 
 
@@ -253,15 +261,17 @@ def test_a_second_sigint_stops_running_trials_as_failed(study_dir: Path) -> None
 
 @pytest.mark.slow
 def test_a_killed_worker_fails_its_trial_and_the_run_completes(study_dir: Path) -> None:
-    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=30))
+    (study_dir / "study.toml").write_text(spec_text("marked", n_trials=20))
     process = _start(study_dir)
-    workers = _wait_for_workers(process, 2)
-    time.sleep(1.5)
-    os.kill(workers[0], signal.SIGKILL)
+    _wait_for_workers(process, 2)
+    deadline = time.monotonic() + 30
+    while not (running := list(study_dir.glob("running-*"))) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(int(running[0].name.split("-")[1]), signal.SIGKILL)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     trials = load(study_dir / "out" / "study.db").trials
-    assert len(trials) == 30
+    assert len(trials) == 20
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 1
     assert "killed by SIGKILL" in failed[0].user_attrs["fail_reason"]
