@@ -8,6 +8,7 @@ as they are, without a traceback, and exit with their code (2 for anything the u
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -193,13 +194,15 @@ def _workers(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
 
-def _duration(text: str) -> float | None:
+def _duration(text: str) -> float:
+    """Seconds; ``--timeout off`` is infinity, so that it can lift a timeout the spec sets."""
     from optspec.specload import parse_duration
 
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return math.inf if seconds is None else seconds
 
 
 # -- commands ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import importlib
 import io
+import math
 import os
 import pickle
 import signal
@@ -255,7 +256,7 @@ def _with_budget(
     if n_trials is not None:
         changes["n_trials"] = n_trials
     if timeout is not None:
-        changes["timeout"] = timeout
+        changes["timeout"] = None if math.isinf(timeout) else timeout  # `--timeout off`
     if workers is not None:
         changes["workers"] = workers
     return spec.evolve(run=attrs.evolve(spec.run, **changes)) if changes else spec

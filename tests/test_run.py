@@ -397,3 +397,11 @@ def test_sigterm_while_on_finish_runs_still_writes_study_db(study_dir: Path) -> 
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert len(load(study_dir / "out" / "study.db").trials) == 5
+
+
+def test_timeout_off_on_the_command_line_lifts_the_spec_timeout(study_dir: Path) -> None:
+    # 16 trials of 0.2 s on 2 workers take longer than the spec's 1 s timeout allows.
+    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=16, extra='timeout = "1s"'))
+    result = optspec("run", "study.toml", "-o", "out", "-q", "--timeout", "off", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    assert len(load(study_dir / "out" / "study.db").trials) == 16
