@@ -208,12 +208,25 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
     # -- internals ----------------------------------------------------------------------------
 
     def _catch_up(self) -> list[dict[str, Any]]:
-        """Decode the records published since the cursor; the caller holds _lock."""
-        first = self._count
-        self._index_to_end()
-        if first == self._count:
-            return []
-        return list(_decode(self._data, self._index[first], self._offset))
+        """Decode and index the records published since the cursor; the caller holds _lock.
+
+        One pass that indexes and decodes together: this runs after nearly every append.
+        """
+        end = self._end[1]
+        data = self._map_at_least(end)
+        index = self._index
+        pos = self._offset
+        logs = []
+        while pos < end:
+            index.append(pos)
+            start = pos + 4
+            pos = start + _unpack_length(data, pos)[0]
+            logs.append(_loads(data[start:pos]))
+        if pos != end:
+            raise RuntimeError(f"journal corrupt: a record runs past the published end {end}")
+        self._offset = pos
+        self._count = len(index)
+        return logs
 
     def _reread(self, log_number_from: int) -> list[dict[str, Any]]:
         """Logs from an earlier (or later) number than the cursor; the caller holds _lock.
