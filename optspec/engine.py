@@ -111,12 +111,10 @@ def run_study(
     import optuna
     from optuna.storages import JournalStorage
 
-    from optspec.journal import SharedMemoryJournalBackend
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.ExitStack() as stack:
         if storage is None:
-            backend = stack.enter_context(SharedMemoryJournalBackend())
+            backend = stack.enter_context(_new_journal())
             study_storage: Any = JournalStorage(backend)
         else:
             from optspec.storage import open_storage
@@ -204,7 +202,7 @@ def resume_study(
         from optspec.sqlite import load_from_sqlite
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        backend, loaded = load_from_sqlite(path)
+        backend, loaded = load_from_sqlite(path, backend=_new_journal())
         with backend:
             spec = _spec_of(loaded, path, spec_dir)
             spec = _with_budget(spec, n_trials, timeout, workers)
@@ -247,6 +245,15 @@ def _start_worker_server() -> None:
     from optspec.controller import start_worker_server
 
     start_worker_server()
+
+
+def _new_journal() -> Any:
+    from optspec.journal import SharedMemoryJournalBackend
+
+    try:
+        return SharedMemoryJournalBackend()
+    except (MemoryError, OSError) as exc:
+        raise StudyFailed(f"cannot create the shared-memory journal: {exc}") from None
 
 
 def _with_budget(

@@ -208,3 +208,39 @@ def test_resume_leaves_no_lock_file_behind(study_dir: Path) -> None:
                      cwd=study_dir)  # fmt: skip
     assert result.returncode == 2
     assert sorted(p.name for p in (study_dir / "out").iterdir()) == before
+
+
+# The disk "fills up" just before study.db is written: on_finish implementations run before the
+# sqlite plugin's wrapper writes the files, and from then on no file may grow past 20 kB (an
+# empty Optuna schema alone is larger; the fallback journal of a few trials is not).
+DISK_FILLS_UP = """
+import resource
+from optspec import hookimpl
+
+@hookimpl
+def on_finish():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+"""
+
+
+@pytest.mark.slow
+def test_a_failed_dump_keeps_the_old_study_db_and_the_fallback_resumes(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    db = study_dir / "out" / "study.db"
+    old = db.read_bytes()
+
+    (study_dir / "optspec_plugins.py").write_text(DISK_FILLS_UP)
+    failed = optspec("run", "study.toml", "-o", "out", "-q", "--overwrite", "--n-trials", "7",
+                     cwd=study_dir)  # fmt: skip
+    (study_dir / "optspec_plugins.py").unlink()
+
+    assert failed.returncode == 1, failed.stderr
+    fallback = study_dir / "out" / "study.journal"
+    assert str(fallback) in failed.stderr and "Traceback" not in failed.stderr
+    assert db.read_bytes() == old  # the previous study.db is untouched
+    resumed = optspec("resume", fallback, "--n-trials", "9", "-q", cwd=study_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(db).trials  # the fallback's 7 trials, then 2 more, in study.db again
+    assert [t.number for t in trials] == list(range(9))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
