@@ -18,6 +18,7 @@ from optspec import __version__
 from optspec.errors import OptspecError, UsageError
 
 if TYPE_CHECKING:
+    from optspec.outcome import Outcome
     from optspec.spec import Spec
 
 EXIT_INTERRUPTED = 130
@@ -243,21 +244,50 @@ def _check_registered_names(spec: Spec) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optspec.engine import run_from_cli
+    from optspec.engine import run_study
 
-    return run_from_cli(args)
+    result = run_study(
+        args.spec,
+        output=args.output,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        workers=args.workers,
+        plugin_args=args.plugins,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        dashboard=args.dashboard,
+        storage=args.storage,
+    )
+    return _report(result.outcome)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from optspec.engine import resume_from_cli
+    from optspec.engine import resume_study
 
-    return resume_from_cli(args)
+    result = resume_study(
+        args.study_db,
+        n_trials=args.n_trials,
+        timeout=args.timeout,
+        workers=args.workers,
+        plugin_args=args.plugins,
+        spec_dir=args.spec_dir,
+        quiet=args.quiet,
+    )
+    return _report(result.outcome)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from optspec.engine import worker_from_cli
+    from optspec.engine import join_study
 
-    return worker_from_cli(args)
+    outcome = join_study(args.spec, storage=args.storage, workers=args.workers, quiet=args.quiet)
+    return _report(outcome)
+
+
+def _report(outcome: Outcome) -> int:
+    """The exit code of a run; why it did not simply finish goes to stderr."""
+    if outcome.status != "done":
+        print(f"optspec: {outcome.status}: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -45,8 +45,6 @@ from optspec.outcome import Outcome
 from optspec.spec import Spec, load_spec, parse_spec
 
 if TYPE_CHECKING:
-    import argparse
-
     import optuna
     from optuna.trial import FrozenTrial
 
@@ -626,48 +624,3 @@ def _recording(
             return None
 
     return call
-
-
-# -- command line -----------------------------------------------------------------------------
-
-
-def run_from_cli(args: argparse.Namespace) -> int:
-    result = run_study(
-        args.spec,
-        output=args.output,
-        n_trials=args.n_trials,
-        timeout=args.timeout,
-        workers=args.workers,
-        plugin_args=args.plugins,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
-        dashboard=args.dashboard,
-        storage=args.storage,
-    )
-    return _report(result)
-
-
-def resume_from_cli(args: argparse.Namespace) -> int:
-    result = resume_study(
-        args.study_db,
-        n_trials=args.n_trials,
-        timeout=args.timeout,
-        workers=args.workers,
-        plugin_args=args.plugins,
-        spec_dir=args.spec_dir,
-        quiet=args.quiet,
-    )
-    return _report(result)
-
-
-def worker_from_cli(args: argparse.Namespace) -> int:
-    outcome = join_study(args.spec, storage=args.storage, workers=args.workers, quiet=args.quiet)
-    if outcome.status != "done":
-        print(f"optspec: {outcome.status}: {outcome.message}", file=sys.stderr)
-    return outcome.exit_code
-
-
-def _report(result: RunResult) -> int:
-    if result.outcome.status != "done":
-        print(f"optspec: {result.outcome.status}: {result.outcome.message}", file=sys.stderr)
-    return result.exit_code
