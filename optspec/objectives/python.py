@@ -1,0 +1,214 @@
+"""``callable = "pkg.module:attr"`` or ``"path/to/file.py:attr"``: a Python function per trial.
+
+The module is imported with the spec's directory first on sys.path, then the working directory;
+a file path is loaded from the file, relative to the spec. The function gets, by the names in its
+signature, ``trial``, ``params`` and the ``args`` entries.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from optspec.errors import SpecError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from optspec.spec import Spec
+
+from optspec.objectives import Objective
+
+#: Names the objective's signature may use for what optspec passes, besides ``args`` entries.
+PASSED_NAMES = ("trial", "params")
+
+
+def python_objective(table: dict[str, Any], spec: Spec) -> Objective:
+    """Import the callable ``table["callable"]`` names and check it can be called by name."""
+    ref = table.get("callable")
+    module_name, _, attr = ref.rpartition(":") if isinstance(ref, str) else ("", "", "")
+    if not module_name or not attr:
+        raise SpecError(
+            'objective.callable: expected "pkg.module:function" or "path/to/file.py:function", '
+            f"got {ref!r}"
+        )
+    args = table.get("args", {})
+    if not isinstance(args, Mapping):
+        raise SpecError(f"objective.args: must be a table of keyword arguments, got {args!r}")
+    if module_name.endswith(".py"):
+        module = _import_file(spec.directory / module_name)
+    else:
+        module = _import_module(module_name, spec.directory)
+    function = _attribute(module, attr, ref)
+    passed = _check_signature(function, dict(args), attr)
+    return PythonObjective(function, dict(args), passed)
+
+
+class PythonObjective:
+    """Calls the user's function with the arguments its signature asks for, by name."""
+
+    def __init__(self, function: Callable[..., Any], args: dict[str, Any], passed: tuple[str, ...]):
+        self.function = function
+        self.args = args
+        self.passed = passed  # which of PASSED_NAMES the function takes
+
+    def __call__(self, trial: optuna.Trial, params: dict[str, Any]) -> Any:
+        available = {"trial": trial, "params": params}
+        return self.function(**self.args, **{name: available[name] for name in self.passed})
+
+    def __repr__(self) -> str:
+        return f"PythonObjective({getattr(self.function, '__qualname__', self.function)!r})"
+
+
+def _put_first_on_sys_path(directories: list[str]) -> None:
+    # Moved to the front even when already present: the spec's own modules must win over
+    # anything of the same name further down sys.path, in the controller and workers alike.
+    for directory in reversed(directories):
+        if directory in sys.path:
+            sys.path.remove(directory)
+        sys.path.insert(0, directory)
+    # Objective files are often written just before a run (and by tests): without this the
+    # import system may answer from a stale directory listing.
+    importlib.invalidate_caches()
+
+
+def _import_module(name: str, spec_dir: Path) -> ModuleType:
+    _put_first_on_sys_path(list(dict.fromkeys([str(spec_dir), os.getcwd()])))
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything at import
+        if isinstance(exc, ModuleNotFoundError) and _names_module_or_parent(exc.name, name):
+            tried = ", ".join(path or "''" for path in sys.path)
+            raise SpecError(
+                f"objective.callable: cannot import {name!r}: {exc}; looked in sys.path: {tried}. "
+                'Put the module next to the spec, install it, or use "path/to/file.py:function"'
+            ) from None
+        raise SpecError(
+            f"objective.callable: importing {name!r} failed: {_exception_with_place(exc)}"
+        ) from None
+
+
+def _names_module_or_parent(missing: str | None, name: str) -> bool:
+    """True when ``No module named X`` is about ``name`` itself rather than one of its imports."""
+    return missing is not None and (name == missing or name.startswith(missing + "."))
+
+
+_NOT_IDENTIFIER = re.compile(r"\W")
+
+
+def _import_file(path: Path) -> ModuleType:
+    path = path.resolve()
+    if not path.is_file():
+        raise SpecError(
+            f"objective.callable: no file {str(path)!r}; paths are relative to the spec"
+        )
+    # A stable name per file: a second factory call in the same process reuses the module, and
+    # pickle finds classes and functions defined there through sys.modules.
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    module_name = f"optspec_objective_{_NOT_IDENTIFIER.sub('_', path.stem)}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    _put_first_on_sys_path([str(path.parent)])  # so the file can import its sibling modules
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    assert module_spec is not None and module_spec.loader is not None  # a .py file always has one
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything at import
+        del sys.modules[module_name]
+        raise SpecError(
+            f"objective.callable: loading {str(path)!r} failed: {_exception_with_place(exc)}"
+        ) from None
+    return module
+
+
+def _exception_with_place(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):
+        return text  # its message already names the file and line
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        text += f" (at {frames[-1].filename}:{frames[-1].lineno})"
+    return text
+
+
+def _attribute(module: ModuleType, attr: str, ref: str) -> Callable[..., Any]:
+    obj: Any = module
+    for depth, part in enumerate(attr.split(".")):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            owner = ".".join([module.__name__, *attr.split(".")[:depth]])
+            where = f"{owner!r} ({module.__file__})" if depth == 0 else repr(owner)
+            names = sorted(name for name in dir(obj) if not name.startswith("_"))
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            shown = ", ".join(names[:20]) or "nothing public"
+            raise SpecError(
+                f"objective.callable: {where} has no attribute {part!r}; {hint}it defines: {shown}"
+            ) from None
+    if not callable(obj):
+        raise SpecError(
+            f"objective.callable: {ref!r} is a {type(obj).__name__}, not callable; "
+            "name a function (or a class or object with __call__)"
+        )
+    return obj
+
+
+def _check_signature(
+    function: Callable[..., Any], args: dict[str, Any], attr: str
+) -> tuple[str, ...]:
+    """Which of ``trial``/``params`` ``function`` takes; SpecError for what it cannot be given."""
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        raise SpecError(
+            f"objective.callable: cannot read the signature of {attr}; "
+            "wrap it in a function taking trial and/or params"
+        ) from None
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    accepted = [p.name for p in parameters.values() if p.kind in by_name]
+    problems = []
+    for key in args:
+        if key in PASSED_NAMES:
+            problems.append(
+                f"objective.args.{key}: {key!r} is reserved: optspec passes the trial's {key} "
+                "under that name; rename the argument"
+            )
+        elif key not in accepted and not takes_any:
+            close = difflib.get_close_matches(key, accepted, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                f"objective.args.{key}: {attr}() takes no parameter {key!r}; {hint}"
+                f"its parameters: {', '.join(accepted) or 'none'}"
+            )
+    for parameter in parameters.values():
+        known = parameter.name in PASSED_NAMES or parameter.name in args
+        required = parameter.default is parameter.empty
+        if parameter.kind is parameter.POSITIONAL_ONLY and (known or required):
+            problems.append(
+                f"objective.callable: {attr}() takes {parameter.name!r} positional-only; "
+                "optspec passes arguments by name: drop the / from the signature"
+            )
+        elif parameter.kind in by_name and required and not known:
+            problems.append(
+                f"objective.callable: {attr}() needs {parameter.name!r}, which is neither trial, "
+                f"params nor an objective.args entry; add {parameter.name} to objective.args "
+                "or give it a default"
+            )
+    if problems:
+        raise SpecError(problems)
+    return tuple(name for name in PASSED_NAMES if name in accepted)
