@@ -60,7 +60,8 @@ def trial_summary(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def study_summary(study: optuna.Study) -> dict[str, Any]:
-    """States, and the best trial (one objective) or the Pareto front (several)."""
+    """States, and ``best_trial`` (one objective) or ``pareto_front`` (several), as DESIGN names
+    them; each trial with number, values, params and user attrs."""
     trials = study.get_trials(deepcopy=False)
     summary: dict[str, Any] = {
         "study": study.study_name,
@@ -74,7 +75,7 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
         except ValueError:  # no complete (feasible) trial yet
             summary["best_trial"] = None
     else:
-        summary["best_trials"] = [trial_summary(trial) for trial in study.best_trials]
+        summary["pareto_front"] = [trial_summary(trial) for trial in study.best_trials]
     return summary
 
 
@@ -211,7 +212,7 @@ def show_text(report: dict[str, Any]) -> str:
         lines.append("best trial:" if best else "best trial: none (no trial completed)")
         front = [best] if best else []
     else:
-        front = report["best_trials"]
+        front = report["pareto_front"]
         lines.append(f"Pareto front: {len(front)} trials")
     if front:
         rows = [

@@ -405,3 +405,16 @@ def test_timeout_off_on_the_command_line_lifts_the_spec_timeout(study_dir: Path)
     result = optspec("run", "study.toml", "-o", "out", "-q", "--timeout", "off", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     assert len(load(study_dir / "out" / "study.db").trials) == 16
+
+
+def test_results_json_holds_the_pareto_front_of_several_objectives(tmp_path: Path) -> None:
+    example = EXAMPLES / "multi_objective.toml"
+    result = optspec("run", example, "-o", tmp_path / "out", "-q", "--n-trials", "15", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    front = load(tmp_path / "out" / "study.db").best_trials
+    assert [t["number"] for t in results["pareto_front"]] == [t.number for t in front]
+    assert [t["values"] for t in results["pareto_front"]] == [t.values for t in front]
+    assert all(
+        {"number", "values", "params", "user_attrs"} <= set(t) for t in results["pareto_front"]
+    )

@@ -130,7 +130,7 @@ def test_show_json_agrees_with_optuna(example_db: Path, optspec_cli: Cli) -> Non
         assert report["best_trial"]["values"] == [study.best_value]
         assert report["best_trial"]["params"] == study.best_trial.params
     else:
-        front = {trial["number"]: trial["values"] for trial in report["best_trials"]}
+        front = {trial["number"]: trial["values"] for trial in report["pareto_front"]}
         assert front == {trial.number: trial.values for trial in study.best_trials}
     assert report["spec"] == (EXAMPLES / f"{study.study_name}.toml").read_text()
     starts = [t.datetime_start for t in trials]

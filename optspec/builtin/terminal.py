@@ -185,7 +185,7 @@ def summary_text(
             lines.append(f"best trial #{best['number']}: value {_number(best['values'][0])}")
             lines += [f"  {name} = {value!r}" for name, value in best["params"].items()]
     else:
-        front = summary["best_trials"]
+        front = summary["pareto_front"]
         lines.append(f"Pareto front: {len(front)} trials")
         lines += _table(
             ["trial", *summary["directions"], "params"],
