@@ -5,6 +5,13 @@ Study system attributes hold the spec a study ran (``optuna.load_study(...)`` ke
 meant for people: optuna-dashboard and ``optspec export`` show them.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
 # Study system attributes.
 SPEC_ATTR = "optspec:spec"
 """The spec's TOML text, as it was read."""
@@ -23,6 +30,17 @@ INTERRUPTED_ATTR = "optspec:interrupted"
 
 # Trial user attributes.
 FAIL_REASON_ATTR = "fail_reason"
-"""Why a FAIL trial failed: the exception, exit status, timeout or signal."""
+"""Why a FAIL trial failed: the exception, exit status, timeout or signal. Also a trial system
+attribute, where Optuna up to 3.x kept the reason, for tools that look there."""
 RETRY_OF_ATTR = "retry_of"
 """The number of the interrupted trial whose parameters this trial retries."""
+
+
+def record_fail_reason(
+    storage: BaseStorage, trial_id: int, reason: str, *, interrupted: bool = False
+) -> None:
+    """Keep why a trial is about to be failed; the caller then sets its state to FAIL."""
+    storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+    storage.set_trial_system_attr(trial_id, FAIL_REASON_ATTR, reason)
+    if interrupted:
+        storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)

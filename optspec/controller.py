@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from optspec.attributes import FAIL_REASON_ATTR, INTERRUPTED_ATTR
+from optspec.attributes import record_fail_reason
 from optspec.outcome import Outcome
 from optspec.worker import (
     EXIT_PLUGIN_FAILED,
@@ -404,9 +404,7 @@ class Controller:
         )
         if self.storage.get_trial(trial_id).state != TrialState.RUNNING:
             return  # it finished after all, just before its worker went away
-        self.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
-        if interrupted:
-            self.storage.set_trial_system_attr(trial_id, INTERRUPTED_ATTR, True)
+        record_fail_reason(self.storage, trial_id, reason, interrupted=interrupted)
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     def _fail_leftovers(self) -> None:

@@ -30,7 +30,6 @@ import attrs
 from attrs import frozen
 
 from optspec.attributes import (
-    FAIL_REASON_ATTR,
     INTERRUPTED_ATTR,
     RETRY_OF_ATTR,
     SPEC_ATTR,
@@ -38,6 +37,7 @@ from optspec.attributes import (
     SPEC_FILE_ATTR,
     SPEC_SHA256_ATTR,
     VERSION_ATTR,
+    record_fail_reason,
 )
 from optspec.config import Config
 from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
@@ -469,8 +469,7 @@ def _retry_interrupted(study: optuna.Study, n_trials: int) -> None:
     storage = study._storage
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = "interrupted: still running when its run stopped without finishing"
-        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
-        storage.set_trial_system_attr(trial._trial_id, INTERRUPTED_ATTR, True)
+        record_fail_reason(storage, trial._trial_id, reason, interrupted=True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     room = n_trials - sum(1 for trial in trials if trial.state != TrialState.WAITING)

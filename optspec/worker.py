@@ -22,7 +22,7 @@ import optuna
 from attrs import frozen
 from optuna.trial import TrialState
 
-from optspec.attributes import FAIL_REASON_ATTR
+from optspec.attributes import record_fail_reason
 from optspec.config import Config
 from optspec.evaluate import TrialFailed, record_result
 from optspec.space import suggest_params
@@ -189,31 +189,31 @@ def run_trial(
     try:
         params = suggest_params(trial, config.spec)
     except Exception as exc:  # noqa: BLE001 - e.g. a sampler that cannot sample this space
-        _fail(study, trial, _reason(exc), FAIL_REASON_ATTR)
+        _fail(study, trial, _reason(exc))
         return False
     try:
         pm.hook.on_trial_start(trial=trial, config=config)
     except Exception as exc:  # a plugin's bug: it stops the run, not just this trial
         reason = f"a plugin raised in on_trial_start: {_reason(exc)}"
-        _fail(study, trial, reason, FAIL_REASON_ATTR)
+        _fail(study, trial, reason)
         raise PluginFailed(reason) from exc
     try:
         values = record_result(trial, objective(trial, params), config.spec)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except TrialFailed as exc:
-        _fail(study, trial, exc.reason, FAIL_REASON_ATTR)
+        _fail(study, trial, exc.reason)
         return False
     except Exception as exc:  # noqa: BLE001 - a failing objective fails its trial, not the run
-        _fail(study, trial, _reason(exc), FAIL_REASON_ATTR)
+        _fail(study, trial, _reason(exc))
         return False
     else:
         study.tell(trial, values)
     return True
 
 
-def _fail(study: optuna.Study, trial: optuna.Trial, reason: str, attr: str) -> None:
-    trial.set_user_attr(attr, reason)
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    record_fail_reason(study._storage, trial._trial_id, reason)
     study.tell(trial, state=TrialState.FAIL)
 
 

@@ -418,3 +418,12 @@ def test_results_json_holds_the_pareto_front_of_several_objectives(tmp_path: Pat
     assert all(
         {"number", "values", "params", "user_attrs"} <= set(t) for t in results["pareto_front"]
     )
+
+
+def test_a_failure_reason_is_where_people_and_older_tools_look(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("always_fails", n_trials=2))
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    for trial in load(study_dir / "out" / "study.db").trials:
+        reason = trial.user_attrs["fail_reason"]
+        assert "ValueError: broken objective" in reason
+        assert trial.system_attrs["fail_reason"] == reason  # where Optuna up to 3.x kept it
