@@ -11,6 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Generator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -113,36 +114,36 @@ class Progress:
             self.stream.flush()
 
 
-_progress: Progress | None = None
+# The run's progress. A module is one plugin object for every run in the process, so the state
+# is per context: each run sets it in configure, and runs in other threads (the API) each see
+# their own.
+_progress: ContextVar[Progress | None] = ContextVar("optspec_terminal_progress", default=None)
 
 
 @hookimpl
 def configure(config: Config) -> None:
-    global _progress
-    # Module state is reset on every run: the same process may run several studies (tests, API).
-    _progress = None
-    if config.role == "controller" and not config.quiet:
-        _progress = Progress(config, sys.stderr)
+    show = config.role == "controller" and not config.quiet
+    _progress.set(Progress(config, sys.stderr) if show else None)
 
 
 @hookimpl
 def on_study_start(study: optuna.Study) -> None:
-    if _progress is not None:
-        _progress.study_start(study)
+    if (progress := _progress.get()) is not None:
+        progress.study_start(study)
 
 
 @hookimpl
 def on_trial_end(trial: FrozenTrial) -> None:
-    if _progress is not None:
-        _progress.trial_end(trial)
+    if (progress := _progress.get()) is not None:
+        progress.trial_end(trial)
 
 
 # A wrapper registered after the sqlite plugin's wrapper, so it runs outside it: the summary is
 # printed once study.db is written, and says whether it was.
 @hookimpl(wrapper=True, tryfirst=True)
 def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generator[None, Any, Any]:
-    global _progress
-    progress, _progress = _progress, None
+    progress = _progress.get()
+    _progress.set(None)
     if progress is not None:
         progress.close()
     before = _identity(config.study_db)
