@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_run import OBJECTIVES, _start, _wait_for_workers, load, optspec, spec_text
+from tests.test_run import (
+    OBJECTIVES,
+    _interrupt_running_run,
+    _start,
+    _wait_for_workers,
+    load,
+    optspec,
+    spec_text,
+)
 
 
 @pytest.fixture
@@ -55,14 +62,7 @@ def test_resume_without_new_total_completes_the_spec_budget(study_dir: Path) -> 
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumed_retries_the_interrupted_parameters(study_dir: Path) -> None:
-    (study_dir / "study.toml").write_text(spec_text("hang", n_trials=12))
-    process = _start(study_dir)
-    _wait_for_workers(process, 2)
-    time.sleep(2.0)
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130
+    _interrupt_running_run(study_dir, "hang", n_trials=12, times=2)
     db = study_dir / "out" / "study.db"
     before = load(db).trials
     interrupted = [t for t in before if t.state == TrialState.FAIL]

@@ -227,15 +227,23 @@ def _wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
     raise AssertionError("workers did not start")
 
 
-@pytest.mark.slow
-def test_sigint_keeps_finished_trials_and_exits_130(study_dir: Path) -> None:
-    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=200))
+def _interrupt_running_run(study_dir: Path, objective: str, n_trials: int, times: int) -> str:
+    """Start a run, let its workers get going, send SIGINT ``times`` times; its stderr."""
+    (study_dir / "study.toml").write_text(spec_text(objective, n_trials=n_trials))
     process = _start(study_dir)
     _wait_for_workers(process, 2)
     time.sleep(2.0)
-    process.send_signal(signal.SIGINT)
+    for _ in range(times):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
+    return stderr
+
+
+@pytest.mark.slow
+def test_sigint_keeps_finished_trials_and_exits_130(study_dir: Path) -> None:
+    _interrupt_running_run(study_dir, "slow", n_trials=200, times=1)
     trials = load(study_dir / "out" / "study.db").trials
     assert 0 < len(trials) < 200
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -244,15 +252,7 @@ def test_sigint_keeps_finished_trials_and_exits_130(study_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_a_second_sigint_stops_running_trials_as_failed(study_dir: Path) -> None:
-    (study_dir / "study.toml").write_text(spec_text("hang", n_trials=50))
-    process = _start(study_dir)
-    _wait_for_workers(process, 2)
-    time.sleep(2.0)
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    _interrupt_running_run(study_dir, "hang", n_trials=50, times=2)
     trials = load(study_dir / "out" / "study.db").trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     failed = [t for t in trials if t.state == TrialState.FAIL]
