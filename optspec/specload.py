@@ -208,6 +208,17 @@ class _Converter:
             return default
         return value
 
+    def metric(self, table: Mapping[str, Any], path: str) -> str | None:
+        """The required ``metric`` key of [[study.objectives]] and [[constraints]] entries."""
+        return self.get(
+            table,
+            "metric",
+            path,
+            lambda v: isinstance(v, str) and v != "",
+            "the name of a metric in the objective's result",
+            required=True,
+        )
+
     def string_list(self, table: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
         value = self.get(table, key, path, lambda v: isinstance(v, list), "an array of strings", [])
         good = []
@@ -337,14 +348,7 @@ class _Converter:
         for index, item in enumerate(value):
             path = f"study.objectives[{index}]"
             table = self.table(item, path, ("metric", "direction"))
-            metric = self.get(
-                table,
-                "metric",
-                path,
-                lambda v: isinstance(v, str) and v != "",
-                "the name of a metric in the objective's result",
-                required=True,
-            )
+            metric = self.metric(table, path)
             direction = self.get(
                 table,
                 "direction",
@@ -689,14 +693,7 @@ class _Converter:
         for index, item in enumerate(value):
             path = f"constraints[{index}]"
             table = self.table(item, path, CONSTRAINT_KEYS)
-            metric = self.get(
-                table,
-                "metric",
-                path,
-                lambda v: isinstance(v, str) and v != "",
-                "the name of a metric in the objective's result",
-                required=True,
-            )
+            metric = self.metric(table, path)
             low = self.get(table, "min", path, _is_number, "a number")
             high = self.get(table, "max", path, _is_number, "a number")
             if "min" not in table and "max" not in table:
