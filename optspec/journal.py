@@ -3,14 +3,16 @@
 Memory
     One anonymous memory file (``os.memfd_create``), mapped by every process::
 
-        0      8            16                 PAGESIZE
-        | magic | end (u64) | unused ...       | len (u32) | marshal(log) | len | marshal(log) | ...
+        0       8           16        64              128         PAGESIZE
+        | magic | end (u64) | unused  | mutex         | unused ... |
+        PAGESIZE
+        | len (u32) | marshal(log) | len | marshal(log) | ...
 
     ``end`` is the byte offset just past the last *published* record. Everything a reader
     may see lies below it; bytes above it are free space or a dead writer's leftovers.
 
 Publishing
-    ``append_logs`` takes the lock, writes its records at ``end``, and only then stores the
+    ``append_logs`` takes the mutex, writes its records at ``end``, and only then stores the
     new ``end`` with one aligned 8-byte store. A reader therefore sees a batch entirely or
     not at all, and a writer killed half-way leaves nothing visible: the next writer starts
     at the same ``end`` and overwrites the garbage. One lock over the whole append gives one
@@ -18,17 +20,28 @@ Publishing
     soon as the call returns. (This relies on the store of ``end`` not overtaking the record
     stores, which x86-64 guarantees; readers take no lock to observe it.)
 
+Locking
+    A robust, process-shared pthread mutex in the header (:mod:`optspec.robust_mutex`).
+    When its holder dies, even by SIGKILL, the kernel hands it to the next locker with
+    "owner died" instead of leaving it held forever, as a ``multiprocessing.Lock`` would; the
+    protocol above means there is nothing to repair. Taking it free costs no system call,
+    where ``fcntl.flock`` cost two per append, and it excludes threads of one process too.
+
 Reading
     Each process keeps a cursor: how many logs it has indexed and the byte offset after
     them, plus an array of every record's offset. ``read_logs(n)`` with nothing new compares
     the cursor to ``end``: one memory read, no lock, no syscall. New records are decoded once
-    and indexed, so reading again from an earlier log number starts at the right byte.
+    and indexed, so reading again from an earlier log number starts at the right byte. A
+    ``threading.Lock`` guards the cursor; appends never take it.
 
-Locking
-    ``fcntl.flock`` on a file descriptor that each process opens itself. The kernel drops it
-    when its holder dies, so a SIGKILLed worker never wedges the others (a
-    ``multiprocessing.Lock`` would stay held forever). A ``threading.Lock`` around it serialises
-    threads, which share the descriptor and so would share the flock.
+Reading back one's own appends
+    JournalStorage reads back every log right after appending it. So ``append_logs`` keeps
+    the copy of a single log that it encoded (op codes and states already plain ints, as
+    any reader decodes them), and the process's next read hands that copy back instead of
+    decoding the record, when every value in it is immutable (str, int, float, bool or
+    None): trial creation, params and intermediate values, most of a study's logs. Logs
+    holding lists or dicts, other processes, and reads from an earlier log number get
+    copies decoded from memory.
 
 Growth
     The writer that needs room extends the file with ``posix_fallocate`` (doubling) and maps
@@ -37,30 +50,31 @@ Growth
 
 Sharing, and why nothing leaks
     The memory file has no name. A pickled backend is a handle ``(pid, fd, st_dev, st_ino)``;
-    unpickling opens ``/proc/<pid>/fd/<fd>``, which reopens that same memory as a new file
-    description (its own flock), and checks the inode so a reused pid or fd is refused. The
-    memory lives exactly as long as some process holds a descriptor or a mapping, and the
-    kernel closes those on any exit: normal, exception, Ctrl-C, crash or SIGKILL. There is
-    nothing in ``/dev/shm`` to unlink and no resource tracker. ``close()`` releases this
-    process's share; in the creator that is the last reference once workers have closed or
-    exited. Attaching needs the handle's process to be alive, which holds for workers that
-    the controller starts (the controller pickles the handle). The price is Linux only.
+    unpickling opens ``/proc/<pid>/fd/<fd>``, which reopens that same memory, and checks the
+    inode so a reused pid or fd is refused. The memory lives exactly as long as some process
+    holds a descriptor or a mapping, and the kernel closes those on any exit: normal,
+    exception, Ctrl-C, crash or SIGKILL. There is nothing in ``/dev/shm`` to unlink and no
+    resource tracker. ``close()`` releases this process's share; in the creator that is the
+    last reference once workers have closed or exited. Attaching needs the handle's process
+    to be alive, which holds for workers that the controller starts (the controller pickles
+    the handle). The price is Linux only.
 
 Encoding
-    ``marshal``: about 5x faster than JSON for these small dicts, and logs hold only
-    JSON-compatible values. Values marshal refuses (Optuna's ``IntEnum`` op codes and states)
-    are written as JSON would write them. Unlike a JSON journal, tuples and non-string dict keys
-    read back as they were written (as from Optuna's in-memory storage).
+    ``marshal`` format 2: about 5x faster than JSON for these small dicts, and logs hold only
+    JSON-compatible values. (Format 2 has no back-references, which these flat dicts never
+    use; skipping their bookkeeping makes each append cheaper.) Values marshal refuses
+    (Optuna's ``IntEnum`` op codes and states) are written as JSON would write them. Unlike a
+    JSON journal, tuples and non-string dict keys read back as they were written (as from
+    Optuna's in-memory storage).
 
 Forking
-    Not how optspec starts workers, but harmless: a forked child would share its parent's file
-    description and with it the flock, so an at-fork hook gives the child a description of its
-    own.
+    Not how optspec starts workers, but harmless: the mutex is in shared memory, so a forked
+    child and its parent exclude each other; an at-fork hook gives the child a fresh cursor
+    lock, since another thread may have held the parent's at the fork.
 """
 
 from __future__ import annotations
 
-import enum
 import errno
 import json
 import marshal
@@ -71,26 +85,32 @@ import threading
 import weakref
 from array import array
 from collections.abc import Iterator, Sequence
-from fcntl import LOCK_EX, LOCK_UN, flock
+from enum import IntEnum
 from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend
+
+from optspec import robust_mutex
 
 __all__ = ["InProcessJournalBackend", "SharedMemoryJournalBackend"]
 
 _MAGIC = b"optspecJ"
 # Seen as uint64s, the header holds the published end offset at index 1; the hot paths write
 # that index as a literal, since a global lookup shows in their profiles.
+_MUTEX_OFFSET = 64  # a cache line of its own, away from ``end`` which readers poll
 _HEADER_SIZE = mmap.PAGESIZE
 _LENGTH = struct.Struct("<I")
 _pack_length = _LENGTH.pack
 _unpack_length = _LENGTH.unpack_from
+_dumps = marshal.dumps
 _loads = marshal.loads
+_MARSHAL_VERSION = 2
+_try_lock_mutex = robust_mutex.try_lock
+_unlock_mutex = robust_mutex.unlock
 _DEFAULT_INITIAL_SIZE = 1 << 20
-# marshal refuses int subclasses, and JournalStorage writes IntEnums under these keys: op_code
-# in every log, state once per trial. Writing their ints up front, as JSON would, is far
-# cheaper than letting marshal fail first.
-_INT_ENUM_KEYS = ("op_code", "state")
+# Types whose values cannot change once appended: a log holding only these may be handed
+# back to the process that appended it without decoding (see "Reading back one's own appends").
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 _NOTHING: Sequence[dict[str, Any]] = ()
 
 
@@ -106,7 +126,12 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         fd = os.memfd_create(f"optspec-journal-{os.getpid()}", os.MFD_CLOEXEC)
         try:
             _allocate(fd, 0, max(_page_round(initial_size), 2 * _HEADER_SIZE))
-            os.pwrite(fd, _MAGIC + _HEADER_SIZE.to_bytes(8, "little"), 0)  # magic, end
+            with mmap.mmap(fd, _HEADER_SIZE) as header:
+                anchor, address = robust_mutex.pin(header, _MUTEX_OFFSET)
+                robust_mutex.initialize(address)
+                del anchor
+                # The magic goes last: a header without it is never attached to.
+                header[:16] = _MAGIC + _HEADER_SIZE.to_bytes(8, "little")  # magic, end
         except BaseException:
             os.close(fd)
             raise
@@ -123,12 +148,16 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             self._finalizer()
             raise OSError(errno.EINVAL, "not an optspec journal")
         self._end: Any = memoryview(self._header).cast("Q")
+        # The anchor keeps the header mapped while the mutex's address is in use.
+        self._mutex_anchor, self._mutex = robust_mutex.pin(self._header, _MUTEX_OFFSET)
         self._data = mmap.mmap(fd, stat.st_size)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the cursor
         # Cursor: logs indexed so far, the byte after them, and where each one starts.
         self._count = 0
         self._offset = _HEADER_SIZE
         self._index = array("Q")
+        # This process's latest single-log append, (start, stop, log), until read back.
+        self._own: tuple[int, int, dict[str, Any]] | None = None
         _open_backends.add(self)
 
     # -- BaseJournalBackend ------------------------------------------------------------------
@@ -138,30 +167,49 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         if log_number_from == self._count and self._end[1] == self._offset:
             return _NOTHING
         with self._lock:
-            if log_number_from == self._count:
-                return self._catch_up()
-            return self._reread(log_number_from)
+            if log_number_from != self._count:
+                return self._reread(log_number_from)
+            own, self._own = self._own, None
+            if own is None or own[0] < self._offset:  # none, or already read from memory
+                return self._catch_up(self._end[1])
+            start, stop, log = own
+            # Others may have published before our log and after it; those are decoded.
+            logs = self._catch_up(start) if start > self._offset else []
+            self._index.append(start)
+            self._offset = stop
+            self._count += 1
+            logs.append(log)
+            end = self._end[1]
+            if end > stop:
+                logs += self._catch_up(end)
+            return logs
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         if len(logs) == 1:
-            data = _marshal(logs[0])
-            blob = _pack_length(len(data)) + data
+            log = logs[0].copy()  # ours from here: the caller may change theirs
+            record = _encode(log)
+            own = log if _IMMUTABLE.issuperset(map(type, log.values())) else None
         else:
-            blob = _encode(logs)
-        fd = self._fd
-        if fd < 0:
+            record = b"".join([_encode(log.copy()) for log in logs])
+            own = None
+        mutex = self._mutex
+        if not mutex:
             raise ValueError("journal is closed")
-        with self._lock:
-            flock(fd, LOCK_EX)
-            try:
-                end = self._end[1]
-                new_end = end + len(blob)
-                if new_end > len(self._data):
-                    self._grow(new_end)
-                self._data[end:new_end] = blob
-                self._end[1] = new_end  # publish: the batch becomes visible here
-            finally:
-                flock(fd, LOCK_UN)
+        error = _try_lock_mutex(mutex)
+        if error:  # busy, or its holder died: that holder's unpublished bytes are dead
+            robust_mutex.acquire(mutex, error)
+        try:
+            end = self._end[1]
+            stop = end + len(record)
+            data = self._data
+            if stop > len(data):
+                data = self._grow(stop)
+            data[end:stop] = record
+            self._end[1] = stop  # publish: the batch becomes visible here
+        finally:
+            _unlock_mutex(mutex)
+        if own is not None:
+            self._own = (end, stop, own)
 
     # -- the rest of the public API -----------------------------------------------------------
 
@@ -183,10 +231,13 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         if self._fd < 0:
             return
         _open_backends.discard(self)
+        self._mutex = 0
+        del self._mutex_anchor
         self._end.release()
         self._end = _Closed()
         self._header.close()
         self._data.close()
+        self._own = None
         self._fd = -1
         self._finalizer()
 
@@ -207,23 +258,23 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _catch_up(self) -> list[dict[str, Any]]:
-        """Decode and index the records published since the cursor; the caller holds _lock.
+    def _catch_up(self, until: int) -> list[dict[str, Any]]:
+        """Decode and index the records from the cursor to ``until``; the caller holds _lock.
 
-        One pass that indexes and decodes together: this runs after nearly every append.
+        One pass that indexes and decodes together: this runs after nearly every append by
+        another process. ``until`` is the published end, or the start of one of its records.
         """
-        end = self._end[1]
-        data = self._map_at_least(end)
+        data = self._map_at_least(until)
         index = self._index
         pos = self._offset
         logs = []
-        while pos < end:
+        while pos < until:
             index.append(pos)
             start = pos + 4
             pos = start + _unpack_length(data, pos)[0]
             logs.append(_loads(data[start:pos]))
-        if pos != end:
-            raise RuntimeError(f"journal corrupt: a record runs past the published end {end}")
+        if pos != until:
+            raise RuntimeError(f"journal corrupt: a record runs past offset {until}")
         self._offset = pos
         self._count = len(index)
         return logs
@@ -254,28 +305,25 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         self._count = len(index)
 
     def _map_at_least(self, size: int) -> mmap.mmap:
-        if size > len(self._data):
-            self._data = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
-        return self._data
+        data = self._data
+        if size > len(data):
+            data = self._data = mmap.mmap(self._fd, os.fstat(self._fd).st_size)
+        return data
 
-    def _grow(self, needed: int) -> None:
-        """Make the file hold ``needed`` bytes; the caller holds the flock."""
+    def _grow(self, needed: int) -> mmap.mmap:
+        """Make the file hold ``needed`` bytes and map it; the caller holds the mutex."""
         size = os.fstat(self._fd).st_size  # another process may have grown it already
         if size < needed:
             new_size = max(_page_round(needed), 2 * size)
             _allocate(self._fd, size, new_size - size)
             size = new_size
-        self._data = mmap.mmap(self._fd, size)
+        # Callers use the returned map: a reader thread may replace self._data meanwhile.
+        data = self._data = mmap.mmap(self._fd, size)
+        return data
 
-    def _reopen_after_fork(self) -> None:
-        # A forked child shares the parent's file description and so its flock: without a
-        # description of its own, both would "hold" the lock at once.
+    def _after_fork_in_child(self) -> None:
+        # Another thread may have held the cursor lock when this process forked.
         self._lock = threading.Lock()
-        inherited = self._fd
-        self._finalizer.detach()
-        self._fd = os.open(f"/proc/self/fd/{inherited}", os.O_RDWR | os.O_CLOEXEC)
-        os.close(inherited)
-        self._finalizer = weakref.finalize(self, os.close, self._fd)
 
 
 class _Closed:
@@ -303,24 +351,26 @@ def _attach_to(pid: int, fd: int, st_dev: int, st_ino: int) -> SharedMemoryJourn
     return backend
 
 
-def _encode(logs: list[dict[str, Any]]) -> bytes:
-    parts = []
-    for log in logs:
-        data = _marshal(log)
-        parts.append(_pack_length(len(data)))
-        parts.append(data)
-    return b"".join(parts)
+def _encode(log: dict[str, Any]) -> bytes:
+    """One log as it is stored: its length, then its marshal encoding.
 
-
-def _marshal(log: dict[str, Any]) -> bytes:
-    for key in _INT_ENUM_KEYS:
-        value = log.get(key)
-        if isinstance(value, enum.IntEnum):
-            log = {**log, key: int(value)}  # a copy: the caller's dict is not ours to change
+    ``log`` must be a copy the caller owns: its IntEnums are replaced by their ints. marshal
+    refuses int subclasses, and JournalStorage writes IntEnums under these keys: op_code in
+    every log, state once per trial. Writing their ints up front, as JSON would, is far
+    cheaper than letting marshal fail first, and leaves the copy equal to what a reader
+    decodes.
+    """
+    op_code = log.get("op_code")
+    if isinstance(op_code, IntEnum):
+        log["op_code"] = op_code._value_
+    state = log.get("state")
+    if isinstance(state, IntEnum):
+        log["state"] = state._value_
     try:
-        return marshal.dumps(log)
+        data = _dumps(log, _MARSHAL_VERSION)
     except ValueError:  # another value that JSON writes but marshal refuses: write it as JSON
-        return marshal.dumps(json.loads(json.dumps(log)))
+        data = _dumps(json.loads(json.dumps(log)), _MARSHAL_VERSION)
+    return _pack_length(len(data)) + data
 
 
 def _decode(data: mmap.mmap, pos: int, end: int) -> Iterator[dict[str, Any]]:
@@ -349,12 +399,12 @@ def _page_round(size: int) -> int:
 _open_backends: weakref.WeakSet[SharedMemoryJournalBackend] = weakref.WeakSet()
 
 
-def _reopen_all_after_fork() -> None:
+def _after_fork_in_child() -> None:
     for backend in list(_open_backends):
-        backend._reopen_after_fork()
+        backend._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_reopen_all_after_fork)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class InProcessJournalBackend(BaseJournalBackend):

@@ -7,7 +7,6 @@ bounded, so a deadlock fails the test instead of hanging it.
 from __future__ import annotations
 
 import enum
-import fcntl
 import glob
 import multiprocessing
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import optuna
 import pytest
 
+from optspec import robust_mutex
 from optspec.journal import SharedMemoryJournalBackend
 
 spawn = multiprocessing.get_context("spawn")
@@ -156,20 +156,61 @@ def test_attaching_to_a_vanished_journal_fails_clearly() -> None:
         pickle.loads(handle)
 
 
-def test_a_forked_child_gets_a_lock_of_its_own(backend: SharedMemoryJournalBackend) -> None:
-    fcntl.flock(backend._fd, fcntl.LOCK_EX)  # as if this process were mid-append
+def test_a_forked_child_and_its_parent_exclude_each_other(
+    backend: SharedMemoryJournalBackend,
+) -> None:
+    assert robust_mutex.try_lock(backend._mutex) == 0  # as if this process were mid-append
     try:
         pid = os.fork()
-        if pid == 0:  # the child: the parent's lock must exclude it
+        if pid == 0:  # the child: waits for the parent's lock, then appends
             try:
-                fcntl.flock(backend._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                backend.append_logs([{"from": "child"}])
+            finally:
                 os._exit(0)
-            os._exit(1)
-        _, status = os.waitpid(pid, 0)
+        time.sleep(0.3)
+        assert len(backend) == 0, "the child appended while the parent held the lock"
     finally:
-        fcntl.flock(backend._fd, fcntl.LOCK_UN)
+        robust_mutex.unlock(backend._mutex)
+    wait_for(lambda: len(backend) == 1)
+    _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+    assert list(backend.read_logs(0)) == [{"from": "child"}]
+
+
+def test_own_appends_read_back_in_order_between_other_writers(
+    backend: SharedMemoryJournalBackend,
+) -> None:
+    with pickle.loads(pickle.dumps(backend)) as other:  # a second process's view of it
+        other.append_logs([{"n": 0, "by": "other"}])
+        backend.append_logs([{"n": 1, "by": "me"}])  # handed back without decoding...
+        other.append_logs([{"n": 2, "by": "other"}])
+        # ...but only in its place: after the other process's log, before the next one.
+        assert [log["n"] for log in backend.read_logs(0)] == [0, 1, 2]
+        backend.append_logs([{"n": 3, "by": "me"}])
+        assert [log["n"] for log in backend.read_logs(3)] == [3]
+        assert [log["n"] for log in other.read_logs(0)] == [0, 1, 2, 3]
+        assert list(backend.read_logs(0)) == list(other.read_logs(0))
+
+
+def test_what_is_read_back_does_not_change_with_the_callers_objects(
+    backend: SharedMemoryJournalBackend,
+) -> None:
+    state = optuna.trial.TrialState.COMPLETE
+    flat = {"op_code": state, "trial_id": 0, "value": 1.5}
+    nested = {"trial_id": 0, "values": [1.5], "attrs": {"k": "v"}}
+    backend.append_logs([flat])
+    backend.append_logs([nested])
+    flat["value"] = 99.0
+    nested["values"].append(99.0)
+    nested["attrs"]["k"] = "changed"
+
+    logs = list(backend.read_logs(0))
+    assert logs == [
+        {"op_code": 1, "trial_id": 0, "value": 1.5},
+        {"trial_id": 0, "values": [1.5], "attrs": {"k": "v"}},
+    ]
+    # Read back as every other process decodes them: plain ints, not the caller's enums.
+    assert type(logs[0]["op_code"]) is int
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -287,6 +328,39 @@ def test_a_writer_killed_mid_append_leaves_no_trace_and_no_lock() -> None:
         if "victim" in log:
             batches.setdefault((log["victim"], log["batch"]), []).append(log["i"])
     assert batches and all(items == list(range(64)) for items in batches.values())
+
+
+def hold_the_lock_until_killed(journal: SharedMemoryJournalBackend, holding: Any) -> None:
+    assert robust_mutex.try_lock(journal._mutex) == 0
+    holding.set()
+    time.sleep(JOIN_TIMEOUT * 2)
+
+
+def append_one(journal: SharedMemoryJournalBackend, results: Any) -> None:
+    journal.append_logs([{"after": "the holder died"}])
+    results.put(len(journal))
+
+
+@pytest.mark.slow
+def test_the_lock_of_a_process_killed_holding_it_passes_on() -> None:
+    with SharedMemoryJournalBackend() as journal:
+        journal.append_logs([{"before": "the holder"}])
+        holding, results = spawn.Event(), spawn.Queue()
+        holder = start(hold_the_lock_until_killed, journal, holding)
+        assert holding.wait(JOIN_TIMEOUT)
+        waiter = start(append_one, journal, results)
+        time.sleep(0.3)
+        assert len(journal) == 1, "appended while another process held the lock"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(JOIN_TIMEOUT)
+        assert receive(results, 1) == [2]
+        join_all([waiter])
+        journal.append_logs([{"and": "still usable"}])
+        assert list(journal.read_logs(0)) == [
+            {"before": "the holder"},
+            {"after": "the holder died"},
+            {"and": "still usable"},
+        ]
 
 
 # -- JournalStorage ----------------------------------------------------------------------------
