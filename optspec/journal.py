@@ -39,9 +39,10 @@ Reading back one's own appends
     the copy of a single log that it encoded (op codes and states already plain ints, as
     any reader decodes them), and the process's next read hands that copy back instead of
     decoding the record, when every value in it is immutable (str, int, float, bool or
-    None): trial creation, params and intermediate values, most of a study's logs. Logs
-    holding lists or dicts, other processes, and reads from an earlier log number get
-    copies decoded from memory.
+    None) or a list of such values, which it copies: trial creation, params, intermediate
+    values and results, nearly all of a study's logs. Logs holding dicts (attributes, trials
+    made from a template), other processes, and reads from an earlier log number get copies
+    decoded from memory.
 
 Growth
     The writer that needs room extends the file with ``posix_fallocate`` (doubling) and maps
@@ -188,7 +189,7 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         if len(logs) == 1:
             log = logs[0].copy()  # ours from here: the caller may change theirs
             record = _encode(log)
-            own = log if _IMMUTABLE.issuperset(map(type, log.values())) else None
+            own = log if _IMMUTABLE.issuperset(map(type, log.values())) else _frozen(log)
         else:
             record = b"".join([_encode(log.copy()) for log in logs])
             own = None
@@ -371,6 +372,19 @@ def _encode(log: dict[str, Any]) -> bytes:
     except ValueError:  # another value that JSON writes but marshal refuses: write it as JSON
         data = _dumps(json.loads(json.dumps(log)), _MARSHAL_VERSION)
     return _pack_length(len(data)) + data
+
+
+def _frozen(log: dict[str, Any]) -> dict[str, Any] | None:
+    """``log``, once its lists of immutable values are copies of its own; None if it has others.
+
+    Trial values arrive as such a list, once per trial; the caller may change its list later.
+    """
+    for key, value in log.items():
+        if type(value) not in _IMMUTABLE:
+            if type(value) is not list or not _IMMUTABLE.issuperset(map(type, value)):
+                return None
+            log[key] = value.copy()  # replaces a value, so the iteration goes on unharmed
+    return log
 
 
 def _decode(data: mmap.mmap, pos: int, end: int) -> Iterator[dict[str, Any]]:

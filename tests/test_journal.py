@@ -197,18 +197,27 @@ def test_what_is_read_back_does_not_change_with_the_callers_objects(
 ) -> None:
     state = optuna.trial.TrialState.COMPLETE
     flat = {"op_code": state, "trial_id": 0, "value": 1.5}
+    values = {"op_code": state, "trial_id": 0, "values": [1.5, 2.5]}
     nested = {"trial_id": 0, "values": [1.5], "attrs": {"k": "v"}}
-    backend.append_logs([flat])
-    backend.append_logs([nested])
-    flat["value"] = 99.0
+    logs: list[dict[str, Any]] = []
+    for log in (flat, values, nested):  # read back right after each append, as Optuna does
+        backend.append_logs([log])
+        logs.extend(backend.read_logs(len(logs)))
+    for log in (flat, values, nested):
+        log["trial_id"] = 99
+    values["values"].append(99.0)
     nested["values"].append(99.0)
     nested["attrs"]["k"] = "changed"
 
-    logs = list(backend.read_logs(0))
-    assert logs == [
-        {"op_code": 1, "trial_id": 0, "value": 1.5},
-        {"trial_id": 0, "values": [1.5], "attrs": {"k": "v"}},
-    ]
+    assert (
+        logs
+        == list(backend.read_logs(0))
+        == [
+            {"op_code": 1, "trial_id": 0, "value": 1.5},
+            {"op_code": 1, "trial_id": 0, "values": [1.5, 2.5]},
+            {"trial_id": 0, "values": [1.5], "attrs": {"k": "v"}},
+        ]
+    )
     # Read back as every other process decodes them: plain ints, not the caller's enums.
     assert type(logs[0]["op_code"]) is int
 
