@@ -17,8 +17,10 @@ Publishing
     not at all, and a writer killed half-way leaves nothing visible: the next writer starts
     at the same ``end`` and overwrites the garbage. One lock over the whole append gives one
     global log order, and because ``end`` is shared memory a process sees its own append as
-    soon as the call returns. (This relies on the store of ``end`` not overtaking the record
-    stores, which x86-64 guarantees; readers take no lock to observe it.)
+    soon as the call returns. On x86 a store never overtakes an earlier one, so readers take
+    no lock to observe ``end``. On other CPUs (ARM) a reader that finds ``end`` moved reads it
+    again under the mutex, which orders it after the writer's record stores (untested here:
+    this project's machines are x86-64).
 
 Locking
     A robust, process-shared pthread mutex in the header (:mod:`optspec.robust_mutex`).
@@ -76,6 +78,7 @@ Forking
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import marshal
@@ -109,6 +112,9 @@ _MARSHAL_VERSION = 2
 _try_lock_mutex = robust_mutex.try_lock
 _unlock_mutex = robust_mutex.unlock
 _DEFAULT_INITIAL_SIZE = 1 << 20
+# x86 never lets a store overtake an earlier one, so a reader that sees a new ``end`` sees the
+# records below it. Other CPUs (ARM) may, so there a reader reads ``end`` under the mutex.
+_STORES_IN_ORDER = os.uname().machine in ("x86_64", "AMD64", "i686", "i386")
 # Types whose values cannot change once appended: a log holding only these may be handed
 # back to the process that appended it without decoding (see "Reading back one's own appends").
 _IMMUTABLE = frozenset({str, int, float, bool, type(None)})
@@ -149,8 +155,9 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             self._finalizer()
             raise OSError(errno.EINVAL, "not an optspec journal")
         self._end: Any = memoryview(self._header).cast("Q")
-        # The anchor keeps the header mapped while the mutex's address is in use.
-        self._mutex_anchor, self._mutex = robust_mutex.pin(self._header, _MUTEX_OFFSET)
+        # (anchor, address): whoever uses the address holds the anchor, which keeps the header
+        # mapped; close() in another thread then cannot unmap the mutex under a waiter.
+        self._pinned: tuple[Any, int] = robust_mutex.pin(self._header, _MUTEX_OFFSET)
         self._data = mmap.mmap(fd, stat.st_size)
         self._lock = threading.Lock()  # guards the cursor
         # Cursor: logs indexed so far, the byte after them, and where each one starts.
@@ -164,23 +171,24 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
     # -- BaseJournalBackend ------------------------------------------------------------------
 
     def read_logs(self, log_number_from: int) -> Sequence[dict[str, Any]]:
-        # The hot path: JournalStorage calls this before nearly every operation.
+        # The hot path: JournalStorage calls this before nearly every operation. Under the GIL
+        # the check is atomic: nothing in it can switch threads.
         if log_number_from == self._count and self._end[1] == self._offset:
             return _NOTHING
         with self._lock:
+            own, self._own = self._own, None  # before ``end``: its record is below that end
+            end = self._end[1] if _STORES_IN_ORDER else self._published_end()
             if log_number_from != self._count:
-                return self._reread(log_number_from)
-            own, self._own = self._own, None
+                return self._reread(log_number_from, end)
             if own is None or own[0] < self._offset:  # none, or already read from memory
-                return self._catch_up(self._end[1])
+                return self._catch_up(end)
             start, stop, log = own
             # Others may have published before our log and after it; those are decoded.
             logs = self._catch_up(start) if start > self._offset else []
-            self._index.append(start)
+            self._count += 1  # count, then offset, as everywhere: see _catch_up
             self._offset = stop
-            self._count += 1
+            self._index.append(start)
             logs.append(log)
-            end = self._end[1]
             if end > stop:
                 logs += self._catch_up(end)
             return logs
@@ -193,13 +201,13 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         else:
             record = b"".join([_encode(log.copy()) for log in logs])
             own = None
-        mutex = self._mutex
+        _anchor, mutex = self._pinned  # the anchor is held, not used: see _attach
         if not mutex:
             raise ValueError("journal is closed")
-        error = _try_lock_mutex(mutex)
-        if error:  # busy, or its holder died: that holder's unpublished bytes are dead
-            robust_mutex.acquire(mutex, error)
         try:
+            error = _try_lock_mutex(mutex)
+            if error:  # busy, or its holder died: that holder's unpublished bytes are dead
+                robust_mutex.acquire(mutex, error)
             end = self._end[1]
             stop = end + len(record)
             data = self._data
@@ -208,6 +216,8 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             data[end:stop] = record
             self._end[1] = stop  # publish: the batch becomes visible here
         finally:
+            # Also when a signal's exception came before the mutex was ours: unlocking is
+            # then refused, harmlessly, and leaking it would hang every process.
             _unlock_mutex(mutex)
         if own is not None:
             self._own = (end, stop, own)
@@ -216,13 +226,13 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
 
     def __len__(self) -> int:
         with self._lock:
-            self._index_to_end()
+            self._index_to_end(self._published_end())
             return self._count
 
     def logs(self) -> Iterator[dict[str, Any]]:
         """Every log in order, as published when the iteration starts."""
         with self._lock:
-            end = self._end[1]
+            end = self._published_end()
             data = self._map_at_least(end)
         # Decoded lazily: a dump of a large study need not hold every log twice.
         return _decode(data, _HEADER_SIZE, end)
@@ -232,13 +242,15 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         if self._fd < 0:
             return
         _open_backends.discard(self)
-        self._mutex = 0
-        del self._mutex_anchor
+        self._pinned = (None, 0)  # appends from here on find the journal closed
+        self._own = None
         self._end.release()
         self._end = _Closed()
-        self._header.close()
+        # An append in another thread may hold the mutex's anchor: the header is then unmapped
+        # when that thread lets go of it, not under its feet.
+        with contextlib.suppress(BufferError):
+            self._header.close()
         self._data.close()
-        self._own = None
         self._fd = -1
         self._finalizer()
 
@@ -269,41 +281,73 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         index = self._index
         pos = self._offset
         logs = []
-        while pos < until:
-            index.append(pos)
-            start = pos + 4
-            pos = start + _unpack_length(data, pos)[0]
-            logs.append(_loads(data[start:pos]))
+        try:
+            while pos < until:
+                index.append(pos)
+                start = pos + 4
+                pos = start + _unpack_length(data, pos)[0]
+                logs.append(_loads(data[start:pos]))
+        except BaseException:  # Ctrl-C, say: forget the half-indexed records
+            del index[self._count :]
+            raise
         if pos != until:
+            del index[self._count :]
             raise RuntimeError(f"journal corrupt: a record runs past offset {until}")
+        count = len(index)
+        # Count first, then offset, with no call between: read_logs' lock-free check reads
+        # them in the other order, so it can never see a new offset with an old count.
+        self._count = count
         self._offset = pos
-        self._count = len(index)
         return logs
 
-    def _reread(self, log_number_from: int) -> list[dict[str, Any]]:
+    def _reread(self, log_number_from: int, end: int) -> list[dict[str, Any]]:
         """Logs from an earlier (or later) number than the cursor; the caller holds _lock.
 
         Records before ``log_number_from`` are indexed but not decoded: a worker that starts
         from a snapshot of a large study reads only what came after it.
         """
-        self._index_to_end()
+        self._index_to_end(end)
         if log_number_from >= self._count:
             return []
         return list(_decode(self._data, self._index[log_number_from], self._offset))
 
-    def _index_to_end(self) -> None:
-        """Move the cursor past every published record, noting offsets but decoding nothing."""
-        end = self._end[1]
+    def _index_to_end(self, end: int) -> None:
+        """Move the cursor to ``end``, noting record offsets but decoding nothing."""
         data = self._map_at_least(end)
         index = self._index
         pos = self._offset
-        while pos < end:
-            index.append(pos)
-            pos += 4 + _unpack_length(data, pos)[0]
+        try:
+            while pos < end:
+                index.append(pos)
+                pos += 4 + _unpack_length(data, pos)[0]
+        except BaseException:
+            del index[self._count :]
+            raise
         if pos != end:
+            del index[self._count :]
             raise RuntimeError(f"journal corrupt: a record runs past the published end {end}")
+        count = len(index)
+        self._count = count  # count, then offset: see _catch_up
         self._offset = pos
-        self._count = len(index)
+
+    def _published_end(self) -> int:
+        """``end``, such that this thread sees every record below it.
+
+        On x86 reading it is enough. Elsewhere it is read under the mutex: no writer is then
+        half-way, and taking the mutex orders this thread after the last writer's stores.
+        """
+        if _STORES_IN_ORDER:
+            return self._end[1]
+        _anchor, mutex = self._pinned  # held, not used: see _attach
+        if not mutex:
+            raise ValueError("journal is closed")
+        try:
+            error = _try_lock_mutex(mutex)
+            if error:
+                robust_mutex.acquire(mutex, error)
+            return self._end[1]
+        finally:
+            _unlock_mutex(mutex)
 
     def _map_at_least(self, size: int) -> mmap.mmap:
         data = self._data

@@ -86,13 +86,22 @@ def acquire(address: int, error: int) -> None:
     ``EBUSY``: someone holds it, so wait. ``EOWNERDEAD``: the previous holder died holding
     it; this thread now holds it and, the data it guards being sound by construction, marks
     it consistent again. Any other error is raised.
+
+    Call it inside the ``try`` whose ``finally`` unlocks: an exception from a signal handler
+    can surface whenever a call returns, and the unlock must run whether or not the mutex
+    was taken (unlocking a mutex this thread does not hold is refused, harmlessly).
     """
     if error == errno.EBUSY:
-        error = _lock(address)
+        try:
+            error = _lock(address)
+        except BaseException:
+            # Raised as the wait returned: the mutex is ours, perhaps from a dead holder.
+            # Unlocking it unmarked would make it unusable for good, so mark it first (a
+            # no-op that fails harmlessly when it is consistent already).
+            _consistent(address)
+            raise
     if error == errno.EOWNERDEAD:
         error = _consistent(address)
-        if error:
-            unlock(address)
     _check(error)
 
 

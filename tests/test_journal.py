@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 import pytest
 
+from optspec import journal as journal_module
 from optspec import robust_mutex
 from optspec.journal import SharedMemoryJournalBackend
 
@@ -159,7 +160,7 @@ def test_attaching_to_a_vanished_journal_fails_clearly() -> None:
 def test_a_forked_child_and_its_parent_exclude_each_other(
     backend: SharedMemoryJournalBackend,
 ) -> None:
-    assert robust_mutex.try_lock(backend._mutex) == 0  # as if this process were mid-append
+    assert robust_mutex.try_lock(backend._pinned[1]) == 0  # as if this process were mid-append
     try:
         pid = os.fork()
         if pid == 0:  # the child: waits for the parent's lock, then appends
@@ -170,7 +171,7 @@ def test_a_forked_child_and_its_parent_exclude_each_other(
         time.sleep(0.3)
         assert len(backend) == 0, "the child appended while the parent held the lock"
     finally:
-        robust_mutex.unlock(backend._mutex)
+        robust_mutex.unlock(backend._pinned[1])
     wait_for(lambda: len(backend) == 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
@@ -220,6 +221,122 @@ def test_what_is_read_back_does_not_change_with_the_callers_objects(
     )
     # Read back as every other process decodes them: plain ints, not the caller's enums.
     assert type(logs[0]["op_code"]) is int
+
+
+def test_a_read_interrupted_half_way_leaves_the_cursor_sound(
+    backend: SharedMemoryJournalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pickle.loads(pickle.dumps(backend)) as reader:  # decodes everything it reads
+        backend.append_logs([{"n": i} for i in range(5)])
+        decode, calls = journal_module._loads, []
+
+        def interrupted_on_the_third(record: bytes) -> Any:
+            calls.append(record)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # what a signal landing during the read does
+            return decode(record)
+
+        monkeypatch.setattr(journal_module, "_loads", interrupted_on_the_third)
+        with pytest.raises(KeyboardInterrupt):
+            reader.read_logs(0)
+        monkeypatch.setattr(journal_module, "_loads", decode)
+
+        assert [log["n"] for log in reader.read_logs(0)] == [0, 1, 2, 3, 4]
+        backend.append_logs([{"n": 5}])
+        assert [log["n"] for log in reader.read_logs(5)] == [5]
+        assert len(reader) == 6
+
+
+INTERRUPTED_APPENDS = textwrap.dedent(
+    """
+    import errno, random, signal, threading, time
+    from optspec import robust_mutex
+    from optspec.journal import SharedMemoryJournalBackend
+
+    journal = SharedMemoryJournalBackend()
+    main, stop = threading.main_thread().ident, threading.Event()
+
+    def interrupt_often():
+        while not stop.is_set():
+            time.sleep(random.uniform(0.0002, 0.002))
+            signal.pthread_kill(main, signal.SIGINT)
+
+    threading.Thread(target=interrupt_often, daemon=True).start()
+    log = {"trial_id": 1, "param_name": "x", "param_value_internal": 0.5}
+    interrupts = 0
+    while interrupts < 300:
+        try:
+            while True:
+                journal.append_logs([log])
+        except KeyboardInterrupt:
+            interrupts += 1
+            # Nothing else appends: a busy lock now is one this thread leaked.
+            error = robust_mutex.try_lock(journal._pinned[1])
+            if error:
+                print("lock left held after", interrupts, "interrupts", flush=True)
+                stop.set()
+                raise SystemExit(1)
+            robust_mutex.unlock(journal._pinned[1])
+    stop.set()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("ok", interrupts, len(journal), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_appends_interrupted_by_ctrl_c_never_leave_the_lock_held() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_APPENDS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok 300 ")
+
+
+CLOSE_WHILE_WAITING = textwrap.dedent(
+    """
+    import os, threading, time
+    from optspec import robust_mutex
+    from optspec.journal import SharedMemoryJournalBackend
+
+    journal = SharedMemoryJournalBackend()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # holds the lock for a while, as a slow writer would
+        assert robust_mutex.try_lock(journal._pinned[1]) == 0
+        os.write(ready_w, b"x")
+        time.sleep(0.5)
+        robust_mutex.unlock(journal._pinned[1])
+        os._exit(0)
+    os.read(ready_r, 1)
+    errors = []
+
+    def append():
+        try:
+            journal.append_logs([{"n": 1}])
+        except ValueError as exc:
+            errors.append(str(exc))
+
+    waiter = threading.Thread(target=append)
+    waiter.start()
+    time.sleep(0.2)  # the thread now waits for the lock
+    journal.close()
+    os.waitpid(pid, 0)
+    waiter.join()
+    print("survived", errors, flush=True)
+    """
+)
+
+
+def test_closing_while_another_thread_waits_to_append_does_not_crash() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CLOSE_WHILE_WAITING], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr  # was -11: the lock unmapped under the waiter
+    assert result.stdout == "survived ['journal is closed']\n"
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -340,7 +457,7 @@ def test_a_writer_killed_mid_append_leaves_no_trace_and_no_lock() -> None:
 
 
 def hold_the_lock_until_killed(journal: SharedMemoryJournalBackend, holding: Any) -> None:
-    assert robust_mutex.try_lock(journal._mutex) == 0
+    assert robust_mutex.try_lock(journal._pinned[1]) == 0
     holding.set()
     time.sleep(JOIN_TIMEOUT * 2)
 
