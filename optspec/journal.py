@@ -290,14 +290,7 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         except BaseException:  # Ctrl-C, say: forget the half-indexed records
             del index[self._count :]
             raise
-        if pos != until:
-            del index[self._count :]
-            raise RuntimeError(f"journal corrupt: a record runs past offset {until}")
-        count = len(index)
-        # Count first, then offset, with no call between: read_logs' lock-free check reads
-        # them in the other order, so it can never see a new offset with an old count.
-        self._count = count
-        self._offset = pos
+        self._move_cursor(pos, until)
         return logs
 
     def _reread(self, log_number_from: int, end: int) -> list[dict[str, Any]]:
@@ -320,14 +313,24 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             while pos < end:
                 index.append(pos)
                 pos += 4 + _unpack_length(data, pos)[0]
-        except BaseException:
+        except BaseException:  # as in _catch_up
             del index[self._count :]
             raise
-        if pos != end:
+        self._move_cursor(pos, end)
+
+    def _move_cursor(self, pos: int, until: int) -> None:
+        """Advance the cursor over the records indexed past it; the caller holds _lock.
+
+        They end at ``pos``, which is ``until`` unless the journal is damaged.
+        """
+        index = self._index
+        if pos != until:
             del index[self._count :]
-            raise RuntimeError(f"journal corrupt: a record runs past the published end {end}")
+            raise RuntimeError(f"journal corrupt: a record runs past offset {until}")
         count = len(index)
-        self._count = count  # count, then offset: see _catch_up
+        # Count first, then offset, with no call between: read_logs' lock-free check reads
+        # them in the other order, so it can never see a new offset with an old count.
+        self._count = count
         self._offset = pos
 
     def _published_end(self) -> int:
