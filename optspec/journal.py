@@ -185,7 +185,7 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             start, stop, log = own
             # Others may have published before our log and after it; those are decoded.
             logs = self._catch_up(start) if start > self._offset else []
-            self._count += 1  # count, then offset, as everywhere: see _catch_up
+            self._count += 1  # count, then offset, as everywhere: see _move_cursor
             self._offset = stop
             self._index.append(start)
             logs.append(log)
