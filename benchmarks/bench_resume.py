@@ -22,9 +22,9 @@ from optuna.storages import JournalStorage
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_sqlite import journal_logs, optuna_block
 
-from optspec.attributes import SPEC_ATTR, SPEC_DIR_ATTR, SPEC_FILE_ATTR
-from optspec.journal import InProcessJournalBackend
-from optspec.sqlite import dump_to_sqlite
+from optspec.run.study_attrs import SPEC_ATTR, SPEC_DIR_ATTR, SPEC_FILE_ATTR
+from optspec.storage.journal import InProcessJournalBackend
+from optspec.storage.studydb import dump_to_sqlite
 
 SPEC = """
 version = 1

@@ -24,8 +24,8 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 
-from optspec.journal import InProcessJournalBackend
-from optspec.sqlite import dump_to_sqlite, load_from_sqlite
+from optspec.storage.journal import InProcessJournalBackend
+from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
 
 SIZES = (1_000, 10_000, 100_000)
 BLOCK = 1_000
@@ -35,7 +35,7 @@ STUDY = "bench"
 def backend_factory() -> tuple[str, Callable[[], BaseJournalBackend]]:
     """The shared-memory journal optspec uses, if it is there and works; else a list."""
     try:
-        from optspec.journal import SharedMemoryJournalBackend
+        from optspec.storage.journal import SharedMemoryJournalBackend
 
         probe = SharedMemoryJournalBackend()
         probe.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [0]}])

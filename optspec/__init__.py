@@ -1,43 +1,68 @@
 """optspec: run Optuna studies described in TOML.
 
-The public API is small and stable::
+This module is the whole public API; everything else is internal and may move::
 
     from optspec import hookimpl, load_spec, run_study
 
-Importing this package is cheap: optuna is imported only by the parts that need it.
+Importing it is cheap: names that need optuna (the run, the storage contract) are imported on
+first use, so ``optspec validate`` and ``optspec --help`` never load optuna.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
+from optspec.config import Config
 from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
-from optspec.hookspecs import hookimpl, hookspec
-from optspec.spec import load_spec
+from optspec.outcome import Outcome, RunResult
+from optspec.plugins.hookspecs import hookimpl, hookspec
+from optspec.spec.load import load_spec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Config",
     "OptspecError",
+    "Outcome",
+    "RunResult",
+    "SharedMemoryJournalBackend",
     "SpecError",
     "StudyFailed",
     "UsageError",
     "__version__",
+    "dump_to_sqlite",
     "hookimpl",
     "hookspec",
+    "join_study",
+    "load_from_sqlite",
     "load_spec",
     "resume_study",
     "run_study",
 ]
 
 if TYPE_CHECKING:
-    from optspec.engine import resume_study, run_study
+    from optspec.run.lifecycle import join_study, resume_study, run_study
+    from optspec.storage.journal import SharedMemoryJournalBackend
+    from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
+
+# Where each lazily imported name lives; the modules import optuna (and multiprocessing).
+_LAZY = {
+    "run_study": "optspec.run.lifecycle",
+    "resume_study": "optspec.run.lifecycle",
+    "join_study": "optspec.run.lifecycle",
+    "SharedMemoryJournalBackend": "optspec.storage.journal",
+    "dump_to_sqlite": "optspec.storage.studydb",
+    "load_from_sqlite": "optspec.storage.studydb",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The engine pulls in optuna and multiprocessing; keep `import optspec` light.
-    if name in ("run_study", "resume_study"):
-        from optspec import engine
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optspec' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
-        return getattr(engine, name)
-    raise AttributeError(f"module 'optspec' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

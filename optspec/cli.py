@@ -19,7 +19,7 @@ from optspec.errors import OptspecError, UsageError
 
 if TYPE_CHECKING:
     from optspec.outcome import Outcome
-    from optspec.spec import Spec
+    from optspec.spec.model import Spec
 
 EXIT_INTERRUPTED = 130
 
@@ -197,7 +197,7 @@ def _workers(text: str) -> int | str:
 
 def _duration(text: str) -> float:
     """Seconds; ``--timeout off`` is infinity, so that it can lift a timeout the spec sets."""
-    from optspec.specload import parse_duration
+    from optspec.spec.load import parse_duration
 
     try:
         seconds = parse_duration(text)
@@ -211,8 +211,7 @@ def _duration(text: str) -> float:
 
 def _validate(args: argparse.Namespace) -> int:
     from optspec.errors import SpecError
-    from optspec.spec import load_spec
-    from optspec.specload import spec_to_toml
+    from optspec.spec.load import load_spec, spec_to_toml
 
     status = 0
     for path in args.specs:
@@ -235,16 +234,16 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _check_registered_names(spec: Spec) -> None:
-    from optspec.components import check_names
-    from optspec.engine import prepare_sys_path
-    from optspec.plugins import build_plugin_manager
+    from optspec.plugins.components import check_names
+    from optspec.plugins.manager import build_plugin_manager
+    from optspec.run.lifecycle import prepare_sys_path
 
     prepare_sys_path(spec)  # -p / [plugins] load modules may live next to the spec
     check_names(build_plugin_manager(spec), spec)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from optspec.engine import run_study
+    from optspec.run.lifecycle import run_study
 
     result = run_study(
         args.spec,
@@ -262,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from optspec.engine import resume_study
+    from optspec.run.lifecycle import resume_study
 
     result = resume_study(
         args.study_db,
@@ -277,7 +276,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from optspec.engine import join_study
+    from optspec.run.lifecycle import join_study
 
     outcome = join_study(args.spec, storage=args.storage, workers=args.workers, quiet=args.quiet)
     return _report(outcome)
@@ -291,19 +290,19 @@ def _report(outcome: Outcome) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from optspec.results import show
+    from optspec.report.results import show
 
     return show(args.study_db, as_json=args.json)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from optspec.results import export
+    from optspec.report.results import export
 
     return export(args.study_db, fmt=args.format, output=args.output)
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from optspec.plugins import describe_plugins
+    from optspec.plugins.manager import describe_plugins
 
     sys.path.insert(0, "")  # -p NAME may name a module in the working directory, as for `run`
     print(describe_plugins(args.plugins))
@@ -311,7 +310,7 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from optspec.dashboard import serve_study_db
+    from optspec.report.dashboard import serve_study_db
 
     return serve_study_db(args.study_db, port=args.port)
 
@@ -319,7 +318,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     import json
 
-    from optspec.schema import spec_json_schema
+    from optspec.spec.schema import spec_json_schema
 
     print(json.dumps(spec_json_schema(), indent=2))
     return 0

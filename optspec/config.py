@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from attrs import Factory, field, frozen
 
-from optspec.spec import Spec
+from optspec.spec.model import Spec
 
 Role = Literal["controller", "worker"]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from attrs import frozen
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 Status = Literal["done", "failed", "interrupted"]
 
@@ -22,3 +26,18 @@ class Outcome:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
+
+
+@frozen
+class RunResult:
+    """What a run leaves: how it ended and, for convenience, a snapshot of its trials."""
+
+    outcome: Outcome
+    study_name: str
+    output: Path
+    study_db: Path
+    trials: list[FrozenTrial]
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code

@@ -13,7 +13,7 @@ Opt in from a ``conftest.py`` (or a test module), the way pytest's own ``pyteste
 ``optspec_run(spec=None, *, plugins=(), plugin_args=(), n_trials=4, workers=2, files=None, ...)``
 writes the spec into ``tmp_path`` (with a default objective when it names none), runs it in this
 process through :func:`optspec.run_study`, with the workers it spawns, and returns a
-:class:`RecordedRun`: the :class:`~optspec.engine.RunResult`, the study loaded from study.db, and
+:class:`RecordedRun`: the :class:`~optspec.run.lifecycle.RunResult`, the study loaded from study.db, and
 every hook call of the run with the process it ran in.
 
 How calls are recorded
@@ -24,7 +24,7 @@ How calls are recorded
 
     * in the controller, pluggy's hook-call monitoring (``pm.add_hookcall_monitoring``, as
       pytester's ``HookRecorder`` does) on the manager the run builds: the fixture wraps
-      :func:`optspec.plugins.build_plugin_manager` for the duration of the test. It sees every
+      :func:`optspec.plugins.manager.build_plugin_manager` for the duration of the test. It sees every
       call before any implementation runs, with the live argument objects, so a call is recorded
       even when an implementation raises;
     * in the workers, a recorder plugin object, :class:`WorkerRecorder`, that implements every
@@ -60,7 +60,7 @@ import pytest
 from attrs import field, frozen
 
 from optspec import hookimpl
-from optspec.hookspecs import (
+from optspec.plugins.hookspecs import (
     configure,
     on_finish,
     on_study_start,
@@ -74,8 +74,8 @@ from optspec.hookspecs import (
 if TYPE_CHECKING:
     import optuna
 
-    from optspec.engine import RunResult
-    from optspec.plugins import PluginManager
+    from optspec.plugins.manager import PluginManager
+    from optspec.outcome import RunResult
 
 CALLS_FILE = "hookcalls.jsonl"
 """Where workers append their hook calls, in the test's ``tmp_path``."""
@@ -386,7 +386,7 @@ class OptspecRunner:
         :raises UsageError: (and SpecError) as :func:`optspec.run_study` does; no call is
             recorded then that the test could not see in the exception.
         """
-        from optspec.engine import run_study
+        from optspec.run.lifecycle import run_study
 
         self._runs += 1
         directory = self.tmp_path / f"run{self._runs}"
@@ -419,17 +419,17 @@ class OptspecRunner:
     def _monitoring(self) -> ControllerMonitor:
         """Monitor every manager this process builds from now on, until the test ends."""
         if self._monitor is None:
-            import optspec.plugins
+            import optspec.plugins.manager
 
             monitor = ControllerMonitor()
-            build = optspec.plugins.build_plugin_manager
+            build = optspec.plugins.manager.build_plugin_manager
 
             def build_monitored(*args: Any, **kwargs: Any) -> PluginManager:
                 pm = build(*args, **kwargs)
                 monitor.attach(pm)
                 return pm
 
-            self.monkeypatch.setattr(optspec.plugins, "build_plugin_manager", build_monitored)
+            self.monkeypatch.setattr(optspec.plugins.manager, "build_plugin_manager", build_monitored)
             self._monitor = monitor
         return self._monitor
 

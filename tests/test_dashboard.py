@@ -30,9 +30,9 @@ import optuna
 import pytest
 from optuna.storages import JournalStorage
 
-from optspec.dashboard import INSTALL_HINT, start_live_dashboard
 from optspec.errors import UsageError
-from optspec.journal import SharedMemoryJournalBackend
+from optspec.report.dashboard import INSTALL_HINT, start_live_dashboard
+from optspec.storage.journal import SharedMemoryJournalBackend
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 CHROMIUM = "chromium"

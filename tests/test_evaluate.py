@@ -11,8 +11,9 @@ import numpy as np
 import optuna
 import pytest
 
-from optspec.evaluate import FAIL_REASON_ATTR, TrialFailed, record_result
-from optspec.spec import Spec, parse_spec
+from optspec.objectives.results import FAIL_REASON_ATTR, TrialFailed, record_result
+from optspec.spec.load import parse_spec
+from optspec.spec.model import Spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -25,9 +25,9 @@ from typing import Any
 import optuna
 import pytest
 
-from optspec import journal as journal_module
-from optspec import robust_mutex
-from optspec.journal import SharedMemoryJournalBackend
+from optspec.storage import journal as journal_module
+from optspec.storage import robust_mutex
+from optspec.storage.journal import SharedMemoryJournalBackend
 
 spawn = multiprocessing.get_context("spawn")
 JOIN_TIMEOUT = 30.0
@@ -250,8 +250,8 @@ def test_a_read_interrupted_half_way_leaves_the_cursor_sound(
 INTERRUPTED_APPENDS = textwrap.dedent(
     """
     import errno, random, signal, threading, time
-    from optspec import robust_mutex
-    from optspec.journal import SharedMemoryJournalBackend
+    from optspec.storage import robust_mutex
+    from optspec.storage.journal import SharedMemoryJournalBackend
 
     journal = SharedMemoryJournalBackend()
     main, stop = threading.main_thread().ident, threading.Event()
@@ -299,8 +299,8 @@ def test_appends_interrupted_by_ctrl_c_never_leave_the_lock_held() -> None:
 CLOSE_WHILE_WAITING = textwrap.dedent(
     """
     import os, threading, time
-    from optspec import robust_mutex
-    from optspec.journal import SharedMemoryJournalBackend
+    from optspec.storage import robust_mutex
+    from optspec.storage.journal import SharedMemoryJournalBackend
 
     journal = SharedMemoryJournalBackend()
     ready_r, ready_w = os.pipe()
@@ -610,7 +610,7 @@ def holders_of_memfd(name: str) -> list[str]:
 CREATOR = textwrap.dedent(
     """
     import sys
-    from optspec.journal import SharedMemoryJournalBackend
+    from optspec.storage.journal import SharedMemoryJournalBackend
 
     with SharedMemoryJournalBackend(initial_size=1 << 20) as journal:
         journal.append_logs([{"pad": "x" * 1000}] * 2000)

@@ -18,8 +18,9 @@ import pytest
 from optspec.builtin.objectives import register_objectives
 from optspec.config import Config
 from optspec.errors import SpecError
-from optspec.evaluate import FAIL_REASON_ATTR, TrialFailed, record_result
-from optspec.spec import CategoricalParam, FloatParam, IntParam, Spec, parse_spec
+from optspec.objectives.results import FAIL_REASON_ATTR, TrialFailed, record_result
+from optspec.spec.load import parse_spec
+from optspec.spec.model import CategoricalParam, FloatParam, IntParam, Spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -17,10 +17,16 @@ import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from optspec import specload
 from optspec.errors import SpecError
-from optspec.schema import spec_json_schema
-from optspec.spec import (
+from optspec.spec import load as specload
+from optspec.spec.load import (
+    convert_spec_text,
+    load_spec,
+    parse_duration,
+    parse_spec,
+    spec_to_toml,
+)
+from optspec.spec.model import (
     CategoricalParam,
     Constraint,
     FixedParam,
@@ -30,10 +36,8 @@ from optspec.spec import (
     RunSection,
     Spec,
     StudySection,
-    load_spec,
-    parse_spec,
 )
-from optspec.specload import convert_spec_text, parse_duration, spec_to_toml
+from optspec.spec.schema import spec_json_schema
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -39,7 +39,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from optspec.errors import UsageError
-from optspec.sqlite import (
+from optspec.storage.studydb import (
     StudyFileError,
     dump_to_sqlite,
     load_from_sqlite,
@@ -402,7 +402,7 @@ def test_load_picks_a_study_by_name_or_names_the_choices(tmp_path: Path) -> None
 
 
 def test_default_backend_is_shared_memory(study_db: Path) -> None:
-    from optspec import journal
+    from optspec.storage import journal
 
     backend, study = load_from_sqlite(study_db)
     try:
@@ -428,11 +428,11 @@ def test_failed_insert_leaves_old_file(study_db: Path, monkeypatch: pytest.Monke
     backend = ListBackend()
     build_study(backend, "new", 20)
     # Fails in the middle of the transaction: studies and trials are already inserted.
-    import optspec.sqlite
+    import optspec.storage.studydb
 
-    broken = dict(optspec.sqlite._INSERTS)
+    broken = dict(optspec.storage.studydb._INSERTS)
     broken["trial_params"] = "INSERT INTO no_such_table VALUES (?, ?, ?, ?)"
-    monkeypatch.setattr(optspec.sqlite, "_INSERTS", broken)
+    monkeypatch.setattr(optspec.storage.studydb, "_INSERTS", broken)
 
     with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
         dump_to_sqlite(backend, "new", study_db)
@@ -450,7 +450,7 @@ def test_unwritable_temp_location_fails_cleanly(tmp_path: Path) -> None:
 
 _DISK_FULL_SCRIPT = """
 import resource, signal, sys
-from optspec.sqlite import dump_to_sqlite, load_from_sqlite
+from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
 sys.path.insert(0, {tests!r})
 from test_sqlite import ListBackend
 
@@ -521,7 +521,7 @@ def test_full_disk_leaves_old_file(study_db: Path, big_study_db: Path) -> None:
 
 _KILL_SCRIPT = """
 import sys, time
-from optspec.sqlite import dump_to_sqlite, load_from_sqlite
+from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
 sys.path.insert(0, {tests!r})
 from test_sqlite import ListBackend
 

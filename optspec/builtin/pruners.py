@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from optspec import hookimpl
-from optspec.factories import LazyFactory, call_factory
+from optspec.plugins.factories import LazyFactory, call_factory
 
 PRUNERS = {
     "median": "MedianPruner",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from optspec import hookimpl
-from optspec.factories import LazyFactory
+from optspec.plugins.factories import LazyFactory
 
 SAMPLERS = {
     "tpe": "TPESampler",

@@ -34,7 +34,7 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generato
 
 def write_study_db(study: optuna.Study, config: Config) -> None:
     """Dump the study to ``config.study_db`` atomically; on failure, save the journal beside it."""
-    from optspec.sqlite import dump_storage_to_sqlite, write_fallback_journal
+    from optspec.storage.studydb import dump_storage_to_sqlite, write_fallback_journal
 
     storage = study._storage
     target = config.study_db
@@ -61,7 +61,7 @@ def write_study_db(study: optuna.Study, config: Config) -> None:
 
 
 def _write_results(study: optuna.Study, config: Config) -> None:
-    from optspec.results import write_results_json
+    from optspec.report.results import write_results_json
 
     try:
         write_results_json(study, config.output / "results.json")

@@ -170,7 +170,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
 def summary_text(
     study: optuna.Study, config: Config, outcome: Outcome, elapsed: float, *, saved: bool = True
 ) -> str:
-    from optspec.results import study_summary
+    from optspec.report.results import study_summary
 
     summary = study_summary(study)
     states = ", ".join(f"{count} {state}" for state, count in sorted(summary["states"].items()))

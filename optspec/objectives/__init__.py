@@ -4,7 +4,7 @@ Both factories run in the controller, to report a bad ``[objective]`` table befo
 starts, and again in every worker. So they only resolve and check (import the module, read the
 signature, find the executable) and leave all per-trial work to the callable they return,
 ``objective(trial, params)``. What that callable returns goes through
-:func:`optspec.evaluate.record_result`, the same for every kind.
+:func:`optspec.objectives.results.record_result`, the same for every kind.
 
 optuna is imported inside functions only: listing plugins must stay cheap.
 """

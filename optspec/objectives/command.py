@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optspec.errors import SpecError
-from optspec.evaluate import TrialFailed
+from optspec.objectives.results import TrialFailed
 
 if TYPE_CHECKING:
     import optuna
 
     from optspec.config import Config
-    from optspec.spec import Spec
+    from optspec.spec.model import Spec
 
 from optspec.objectives import Objective
 

@@ -26,7 +26,7 @@ from optspec.errors import SpecError
 if TYPE_CHECKING:
     import optuna
 
-    from optspec.spec import Spec
+    from optspec.spec.model import Spec
 
 from optspec.objectives import Objective
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from optspec import SpecError
-from optspec.plugins import DISABLE_AUTOLOAD_ENV
+from optspec.plugins.manager import DISABLE_AUTOLOAD_ENV
 
 
 @pytest.fixture(autouse=True)

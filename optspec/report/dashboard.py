@@ -92,7 +92,7 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> int:
     except ImportError:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
-    from optspec.results import open_study_file
+    from optspec.report.results import open_study_file
 
     # Reading the file first turns "not a study" into a clear exit 2 before any server starts,
     # and gives the study's name for the message.
@@ -111,7 +111,7 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> int:
 
 
 def _is_sqlite(path: Path) -> bool:
-    from optspec.sqlite import SQLITE_HEADER
+    from optspec.storage.studydb import SQLITE_HEADER
 
     with path.open("rb") as file:
         return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from optspec.errors import SpecError
-from optspec.factories import call_factory
-from optspec.space import grid_values
+from optspec.objectives.space import grid_values
+from optspec.plugins.factories import call_factory
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     import optuna
 
     from optspec.config import Config
-    from optspec.plugins import PluginManager
-    from optspec.spec import Spec
+    from optspec.plugins.manager import PluginManager
+    from optspec.spec.model import Spec
 
 # Keep a respawned worker's seed, and a resumed run's, apart from every other worker's.
 _GENERATION_SEED_STRIDE = 7919

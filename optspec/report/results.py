@@ -8,7 +8,7 @@ The later look never changes the file. :func:`open_study_file` reads the tables 
 read-only SQLite connection into a journal held in a Python list, instead of opening the file with
 ``RDBStorage`` (which creates tables and refuses, or offers to migrate, another Optuna's schema).
 So a read-only file, or a study.db written by a newer Optuna whose tables we still understand,
-shows; a file that is no Optuna study is a :class:`~optspec.sqlite.StudyFileError` (exit 2) that
+shows; a file that is no Optuna study is a :class:`~optspec.storage.studydb.StudyFileError` (exit 2) that
 names it.
 
 JSON output is always valid JSON: ``inf``, ``-inf`` and ``nan`` become strings, wherever they
@@ -28,8 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from optspec.attributes import SPEC_ATTR
 from optspec.errors import UsageError
+from optspec.run.study_attrs import SPEC_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -117,8 +117,8 @@ def open_study_file(path: str | os.PathLike[str]) -> optuna.Study:
 
     :raises StudyFileError: the file is missing, empty, or not an Optuna study.
     """
-    from optspec.journal import InProcessJournalBackend
-    from optspec.sqlite import load_from_sqlite
+    from optspec.storage.journal import InProcessJournalBackend
+    from optspec.storage.studydb import load_from_sqlite
 
     _, study = load_from_sqlite(path, backend=InProcessJournalBackend(), check_version=False)
     return study

@@ -2,7 +2,7 @@
 
 :func:`run_study` starts a study from a spec, :func:`resume_study` continues one from its study.db.
 Both check everything a user can get wrong (spec, plugins, sampler options, the output directory)
-before writing anything, run the :class:`~optspec.controller.Controller`, and always end with
+before writing anything, run the :class:`~optspec.run.controller.Controller`, and always end with
 ``on_finish``, where the built-in ``sqlite`` plugin writes study.db.
 """
 
@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from attrs import frozen
 
-from optspec.attributes import (
+from optspec.config import Config
+from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
+from optspec.outcome import Outcome, RunResult
+from optspec.run.study_attrs import (
     INTERRUPTED_ATTR,
     RETRY_OF_ATTR,
     SPEC_ATTR,
@@ -39,31 +41,13 @@ from optspec.attributes import (
     VERSION_ATTR,
     record_fail_reason,
 )
-from optspec.config import Config
-from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
-from optspec.outcome import Outcome
-from optspec.spec import Spec, load_spec, parse_spec
+from optspec.spec.load import load_spec, parse_spec
+from optspec.spec.model import Spec
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
 
-    from optspec.plugins import PluginManager
-
-
-@frozen
-class RunResult:
-    """What a run leaves: how it ended and, for convenience, a snapshot of its trials."""
-
-    outcome: Outcome
-    study_name: str
-    output: Path
-    study_db: Path
-    trials: list[FrozenTrial]
-
-    @property
-    def exit_code(self) -> int:
-        return self.outcome.exit_code
+    from optspec.plugins.manager import PluginManager
 
 
 def run_study(
@@ -115,7 +99,7 @@ def run_study(
             backend = stack.enter_context(_new_journal())
             study_storage: Any = JournalStorage(backend)
         else:
-            from optspec.storage import open_storage
+            from optspec.storage.remote import open_storage
 
             backend, study_storage = None, open_storage(storage)
             _refuse_existing_study(study_storage, spec.study.name, storage)
@@ -149,8 +133,8 @@ def join_study(
     """
     import optuna
 
-    from optspec.controller import Controller
-    from optspec.storage import open_storage
+    from optspec.run.controller import Controller
+    from optspec.storage.remote import open_storage
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
@@ -197,7 +181,7 @@ def resume_study(
     try:
         import optuna
 
-        from optspec.sqlite import load_from_sqlite
+        from optspec.storage.studydb import load_from_sqlite
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         backend, loaded = load_from_sqlite(path, backend=_new_journal())
@@ -240,13 +224,13 @@ def prepare_sys_path(spec: Spec) -> None:
 
 
 def _start_worker_server() -> None:
-    from optspec.controller import start_worker_server
+    from optspec.run.controller import start_worker_server
 
     start_worker_server()
 
 
 def _new_journal() -> Any:
-    from optspec.journal import SharedMemoryJournalBackend
+    from optspec.storage.journal import SharedMemoryJournalBackend
 
     try:
         return SharedMemoryJournalBackend()
@@ -295,7 +279,7 @@ def _live_dashboard(storage: Any, config: Config) -> Iterator[None]:
     if config.dashboard_port is None:
         yield
         return
-    from optspec.dashboard import start_live_dashboard
+    from optspec.report.dashboard import start_live_dashboard
 
     # The controller's own JournalStorage: its lock makes the dashboard thread safe beside it.
     dashboard = start_live_dashboard(storage, config.dashboard_port)
@@ -370,8 +354,8 @@ def _check_output(output: Path, overwrite: bool) -> None:
 def _prepare(config: Config, plugins: Sequence[object]) -> tuple[PluginManager, Any, Any]:
     """Plugins configured and the run's components built once: every user mistake surfaces here,
     before anything is written."""
-    from optspec.components import make_objective, make_pruner, make_sampler
-    from optspec.plugins import build_plugin_manager
+    from optspec.plugins.components import make_objective, make_pruner, make_sampler
+    from optspec.plugins.manager import build_plugin_manager
 
     prepare_sys_path(config.spec)
     file = config.spec.path or config.study_db
@@ -438,7 +422,7 @@ def _spec_of(study: optuna.Study, path: Path, spec_dir: str | os.PathLike[str] |
 
 
 def _is_journal_file(path: Path) -> bool:
-    from optspec.sqlite import SQLITE_HEADER
+    from optspec.storage.studydb import SQLITE_HEADER
 
     with path.open("rb") as file:
         return file.read(len(SQLITE_HEADER)) != SQLITE_HEADER
@@ -496,7 +480,7 @@ def _run(
     backend: Any | None,
     plugin_objects: bytes,
 ) -> RunResult:
-    from optspec.controller import Controller
+    from optspec.run.controller import Controller
 
     outcome = Outcome("failed", "the run did not start")
     try:

@@ -28,9 +28,9 @@ from typing import Any, Literal
 import pluggy
 from attrs import frozen
 
-from optspec import hookspecs
 from optspec.errors import UsageError
-from optspec.spec import Spec
+from optspec.plugins import hookspecs
+from optspec.spec.model import Spec
 
 BUILTIN_PLUGINS = ("samplers", "pruners", "objectives", "sqlite", "terminal")
 ENTRY_POINT_GROUP = "optspec"
@@ -87,7 +87,7 @@ class PluginManager(pluggy.PluginManager):
             where = f" ({info.origin})" if info else ""
             raise UsageError(
                 f"plugin {name!r}{where}: {exc.args[0]}; the hooks are listed in "
-                "optspec.hookspecs and by `optspec plugins`"
+                "optspec.plugins.hookspecs and by `optspec plugins`"
             ) from None
 
     def registry(self, kind: str) -> dict[str, Any]:

@@ -22,12 +22,12 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from optspec.attributes import FAIL_REASON_ATTR
+from optspec.run.study_attrs import FAIL_REASON_ATTR
 
 if TYPE_CHECKING:
     import optuna
 
-    from optspec.spec import Spec
+    from optspec.spec.model import Spec
 
 __all__ = ["FAIL_REASON_ATTR", "TrialFailed", "record_result"]
 

@@ -1,4 +1,4 @@
-"""Conversion between TOML data and :class:`~optspec.spec.Spec`, knowing every TOML path.
+"""Conversion between TOML data and :class:`~optspec.spec.model.Spec`, knowing every TOML path.
 
 The converter never stops at the first problem: each check records ``path: message`` and carries on
 with a usable default, so a user fixing a spec sees everything that is wrong in one go. Messages say
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import string
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from optspec.errors import SpecError, UsageError
-from optspec.spec import (
+from optspec.spec.model import (
     DIRECTIONS,
     SPEC_VERSION,
     CategoricalParam,
@@ -909,3 +910,14 @@ def _param_data(param: Param) -> Any:
             c.param: c.values[0] if len(c.values) == 1 else list(c.values) for c in param.when
         }
     return data
+
+
+def load_spec(path: str | os.PathLike[str]) -> Spec:
+    """Read and validate the spec at ``path``; raise :class:`~optspec.SpecError` listing every
+    problem, or :class:`~optspec.UsageError` when the file cannot be read."""
+    return read_spec_file(Path(path))
+
+
+def parse_spec(text: str, *, path: str | os.PathLike[str]) -> Spec:
+    """Validate spec ``text`` as if it were the file at ``path`` (which need not exist)."""
+    return convert_spec_text(text, Path(path))

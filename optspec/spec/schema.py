@@ -1,6 +1,6 @@
 """JSON Schema (draft 2020-12) of the spec format, version 1, for editors: ``optspec schema``.
 
-The tables and their keys come from the converter's key tuples in :mod:`optspec.specload`, so a key
+The tables and their keys come from the converter's key tuples in :mod:`optspec.spec.load`, so a key
 added there without a schema entry here fails loudly (``KeyError``) instead of drifting. The schema
 says what an editor can say (types, bounds, exclusive keys); checks that need the whole spec, such
 as ``when`` naming an earlier categorical or enqueued points inside the space, stay with
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from optspec import specload
-from optspec.spec import DIRECTIONS, SPEC_VERSION
+from optspec.spec import load as specload
+from optspec.spec.model import DIRECTIONS, SPEC_VERSION
 
 Schema = dict[str, Any]
 

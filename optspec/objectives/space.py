@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from optspec.spec import CategoricalParam, FixedParam, FloatParam, IntParam, Spec
+from optspec.spec.model import CategoricalParam, FixedParam, FloatParam, IntParam, Spec
 
 if TYPE_CHECKING:
     import optuna

@@ -22,10 +22,10 @@ import optuna
 from attrs import frozen
 from optuna.trial import TrialState
 
-from optspec.attributes import record_fail_reason
 from optspec.config import Config
-from optspec.evaluate import TrialFailed, record_result
-from optspec.space import suggest_params
+from optspec.objectives.results import TrialFailed, record_result
+from optspec.objectives.space import suggest_params
+from optspec.run.study_attrs import record_fail_reason
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -101,9 +101,9 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
-    from optspec.components import make_objective, make_pruner, make_sampler
-    from optspec.engine import prepare_sys_path
-    from optspec.plugins import build_plugin_manager
+    from optspec.plugins.components import make_objective, make_pruner, make_sampler
+    from optspec.plugins.manager import build_plugin_manager
+    from optspec.run.lifecycle import prepare_sys_path
 
     # One INFO line per trial from every worker would drown the progress display.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -115,7 +115,7 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     pm.hook.configure(config=config)
     storage = setup.storage
     if storage is None:
-        from optspec.storage import open_storage
+        from optspec.storage.remote import open_storage
 
         storage = open_storage(config.storage_url)  # type: ignore[arg-type]
     if setup.snapshot is not None and hasattr(storage, "restore_replay_result"):

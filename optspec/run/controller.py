@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from optspec.attributes import record_fail_reason
 from optspec.outcome import Outcome
-from optspec.worker import (
+from optspec.run.study_attrs import record_fail_reason
+from optspec.run.worker import (
     EXIT_PLUGIN_FAILED,
     EXIT_SETUP_FAILED,
     IDLE,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from optspec.config import Config
-    from optspec.plugins import PluginManager
+    from optspec.plugins.manager import PluginManager
 
 GRACE_PERIOD = 10.0
 """Seconds running trials get to finish once the run stops handing out trials."""
@@ -74,7 +74,7 @@ def worker_context() -> multiprocessing.context.BaseContext:
     included, starts in milliseconds instead of importing optuna again.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["optspec.worker", "optspec.builtin.objectives", "optuna"])
+    context.set_forkserver_preload(["optspec.run.worker", "optspec.builtin.objectives", "optuna"])
     return context
 
 

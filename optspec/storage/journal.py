@@ -23,7 +23,7 @@ Publishing
     this project's machines are x86-64).
 
 Locking
-    A robust, process-shared pthread mutex in the header (:mod:`optspec.robust_mutex`).
+    A robust, process-shared pthread mutex in the header (:mod:`optspec.storage.robust_mutex`).
     When its holder dies, even by SIGKILL, the kernel hands it to the next locker with
     "owner died" instead of leaving it held forever, as a ``multiprocessing.Lock`` would; the
     protocol above means there is nothing to repair. Taking it free costs no system call,
@@ -94,7 +94,7 @@ from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend
 
-from optspec import robust_mutex
+from optspec.storage import robust_mutex
 
 __all__ = ["InProcessJournalBackend", "SharedMemoryJournalBackend"]
 

@@ -1,7 +1,7 @@
 """The spec format, version 1: TOML in, frozen attrs models out.
 
 ``load_spec(path)`` reads a file; ``parse_spec(text, path=...)`` parses text that came from
-elsewhere (the copy stored inside study.db). Conversion lives in :mod:`optspec.specload`, the one
+elsewhere (the copy stored inside study.db). Conversion lives in :mod:`optspec.spec.load`, the one
 place that knows TOML paths, so every problem is reported as ``toml.path: message`` and all of them
 at once. The models here only hold what was validated; nothing in this module imports optuna.
 """
@@ -237,18 +237,3 @@ class Spec:
 
     def evolve(self, **changes: Any) -> Spec:
         return attrs.evolve(self, **changes)
-
-
-def load_spec(path: str | os.PathLike[str]) -> Spec:
-    """Read and validate the spec at ``path``; raise :class:`~optspec.SpecError` listing every
-    problem, or :class:`~optspec.UsageError` when the file cannot be read."""
-    from optspec.specload import read_spec_file
-
-    return read_spec_file(Path(path))
-
-
-def parse_spec(text: str, *, path: str | os.PathLike[str]) -> Spec:
-    """Validate spec ``text`` as if it were the file at ``path`` (which need not exist)."""
-    from optspec.specload import convert_spec_text
-
-    return convert_spec_text(text, Path(path))
