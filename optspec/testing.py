@@ -13,7 +13,7 @@ Opt in from a ``conftest.py`` (or a test module), the way pytest's own ``pyteste
 ``optspec_run(spec=None, *, plugins=(), plugin_args=(), n_trials=4, workers=2, files=None, ...)``
 writes the spec into ``tmp_path`` (with a default objective when it names none), runs it in this
 process through :func:`optspec.run_study`, with the workers it spawns, and returns a
-:class:`RecordedRun`: the :class:`~optspec.run.lifecycle.RunResult`, the study loaded from study.db, and
+:class:`RecordedRun`: the :class:`~optspec.RunResult`, the study loaded from study.db, and
 every hook call of the run with the process it ran in.
 
 How calls are recorded
@@ -24,9 +24,9 @@ How calls are recorded
 
     * in the controller, pluggy's hook-call monitoring (``pm.add_hookcall_monitoring``, as
       pytester's ``HookRecorder`` does) on the manager the run builds: the fixture wraps
-      :func:`optspec.plugins.manager.build_plugin_manager` for the duration of the test. It sees every
-      call before any implementation runs, with the live argument objects, so a call is recorded
-      even when an implementation raises;
+      :func:`optspec.plugins.manager.build_plugin_manager` for the duration of the test. It sees
+      every call before any implementation runs, with the live argument objects, so a call is
+      recorded even when an implementation raises;
     * in the workers, a recorder plugin object, :class:`WorkerRecorder`, that implements every
       hook (``tryfirst``, registered after all other plugins) and is handed to the run like any
       plugin object, so it is pickled into each worker and registered there. In a worker it
@@ -74,8 +74,8 @@ from optspec.plugins.hookspecs import (
 if TYPE_CHECKING:
     import optuna
 
-    from optspec.plugins.manager import PluginManager
     from optspec.outcome import RunResult
+    from optspec.plugins.manager import PluginManager
 
 CALLS_FILE = "hookcalls.jsonl"
 """Where workers append their hook calls, in the test's ``tmp_path``."""
@@ -429,7 +429,9 @@ class OptspecRunner:
                 monitor.attach(pm)
                 return pm
 
-            self.monkeypatch.setattr(optspec.plugins.manager, "build_plugin_manager", build_monitored)
+            self.monkeypatch.setattr(
+                optspec.plugins.manager, "build_plugin_manager", build_monitored
+            )
             self._monitor = monitor
         return self._monitor
 

@@ -34,16 +34,17 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generato
 
 def write_study_db(study: optuna.Study, config: Config) -> None:
     """Dump the study to ``config.study_db`` atomically; on failure, save the journal beside it."""
+    from optspec.storage.optuna_compat import journal_backend, study_storage
     from optspec.storage.studydb import dump_storage_to_sqlite, write_fallback_journal
 
-    storage = study._storage
+    storage = study_storage(study)
     target = config.study_db
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # The controller's storage is up to date: no replay of the whole journal.
         dump_storage_to_sqlite(storage, study.study_name, target)
     except Exception as exc:
-        backend = getattr(storage, "_backend", None)  # the run's journal, when it has one
+        backend = journal_backend(storage)  # the run's journal, when it has one
         if backend is None:  # a shared storage still holds every trial
             raise StudyFailed(f"could not write {target}: {exc}") from exc
         fallback = target.with_name(FALLBACK_NAME)

@@ -93,11 +93,12 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> int:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
     from optspec.report.results import open_study_file
+    from optspec.storage.optuna_compat import study_storage
 
     # Reading the file first turns "not a study" into a clear exit 2 before any server starts,
     # and gives the study's name for the message.
     study = open_study_file(path)
-    storage = _open_rdb_storage(Path(path)) if _is_sqlite(Path(path)) else study._storage
+    storage = _open_rdb_storage(Path(path)) if _is_sqlite(Path(path)) else study_storage(study)
     server = _bind(_dashboard_app(storage), port)
     try:  # from here on Ctrl-C is how a user ends it: even during the prints, it is exit 0
         print(f"optuna-dashboard for study {study.study_name!r} ({path}): {_url(server)}")

@@ -8,8 +8,8 @@ The later look never changes the file. :func:`open_study_file` reads the tables 
 read-only SQLite connection into a journal held in a Python list, instead of opening the file with
 ``RDBStorage`` (which creates tables and refuses, or offers to migrate, another Optuna's schema).
 So a read-only file, or a study.db written by a newer Optuna whose tables we still understand,
-shows; a file that is no Optuna study is a :class:`~optspec.storage.studydb.StudyFileError` (exit 2) that
-names it.
+shows; a file that is no Optuna study is a
+:class:`~optspec.storage.studydb.StudyFileError` (exit 2) that names it.
 
 JSON output is always valid JSON: ``inf``, ``-inf`` and ``nan`` become strings, wherever they
 occur (values, params, user attrs).
@@ -126,8 +126,9 @@ def open_study_file(path: str | os.PathLike[str]) -> optuna.Study:
 
 def stored_spec(study: optuna.Study) -> str | None:
     """The spec text optspec stored in the study, or None for a study optspec did not make."""
-    storage = study._storage  # Optuna 5 dropped Study.system_attrs; the storage still has them
-    spec = storage.get_study_system_attrs(study._study_id).get(SPEC_ATTR)
+    from optspec.storage.optuna_compat import study_id, study_storage
+
+    spec = study_storage(study).get_study_system_attrs(study_id(study)).get(SPEC_ATTR)
     return spec if isinstance(spec, str) else None
 
 

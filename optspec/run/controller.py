@@ -41,6 +41,14 @@ from optspec.run.worker import (
     WorkerSetup,
     run_worker,
 )
+from optspec.storage.optuna_compat import (
+    FINISHED_STATES,
+    SET_TRIAL_STATE_VALUES,
+    replay_snapshot,
+    study_id,
+    study_storage,
+    trial_id,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -61,8 +69,6 @@ SNAPSHOT_MIN_LOGS = 10_000
 """From this many logs on, workers start from the controller's replayed state."""
 
 
-_FINISHED_STATES = frozenset({1, 2, 3})  # TrialState COMPLETE, PRUNED, FAIL
-_SET_TRIAL_STATE_VALUES = 6  # JournalOperation.SET_TRIAL_STATE_VALUES
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -100,7 +106,7 @@ class JournalWatcher:
         return [
             log["trial_id"]
             for log in logs
-            if log["op_code"] == _SET_TRIAL_STATE_VALUES and log["state"] in _FINISHED_STATES
+            if log["op_code"] == SET_TRIAL_STATE_VALUES and log["state"] in FINISHED_STATES
         ]
 
     def close(self) -> None:
@@ -130,7 +136,7 @@ class StorageWatcher:
         self._next_poll = now + self.POLL_INTERVAL
         new = [trial for trial in self._finished() if trial.number not in self._seen]
         self._seen.update(trial.number for trial in new)
-        return [trial._trial_id for trial in new]
+        return [trial_id(trial) for trial in new]
 
     def close(self) -> None:
         pass
@@ -168,7 +174,7 @@ class Controller:
         self.config = config
         self.pm = pm
         self.study = study
-        self.storage = study._storage
+        self.storage = study_storage(study)
         self.backend = backend
         self.plugin_objects = plugin_objects
         self.snapshot = snapshot
@@ -176,7 +182,7 @@ class Controller:
         if snapshot is None and backend is not None and len(backend) >= SNAPSHOT_MIN_LOGS:
             # Every worker would otherwise replay the whole journal on start (seconds for a
             # large resumed study); the controller has done that already.
-            self.snapshot = pickle.dumps(self.storage._replay_result)
+            self.snapshot = replay_snapshot(self.storage)
         self.on_tick = on_tick
         self.context = worker_context()
         self.n_workers = config.spec.run.worker_count
@@ -399,13 +405,11 @@ class Controller:
     def _fail_trial(self, number: int, reason: str, *, interrupted: bool) -> None:
         from optuna.trial import TrialState
 
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(
-            self.study._study_id, number
-        )
-        if self.storage.get_trial(trial_id).state != TrialState.RUNNING:
+        id_ = self.storage.get_trial_id_from_study_id_trial_number(study_id(self.study), number)
+        if self.storage.get_trial(id_).state != TrialState.RUNNING:
             return  # it finished after all, just before its worker went away
-        record_fail_reason(self.storage, trial_id, reason, interrupted=interrupted)
-        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        record_fail_reason(self.storage, id_, reason, interrupted=interrupted)
+        self.storage.set_trial_state_values(id_, TrialState.FAIL)
 
     def _fail_leftovers(self) -> None:
         """Trials still RUNNING once every worker is gone: their worker died unnoticed."""

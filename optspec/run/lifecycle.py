@@ -171,6 +171,8 @@ def resume_study(
 
     ``n_trials`` is the new total for the study. Trials an interruption failed run again first.
     """
+    from optspec.storage import optuna_compat
+
     path = Path(study_db).absolute()
     if path.is_dir():
         raise UsageError(f"{study_db} is a directory; give the study.db file of an earlier run")
@@ -199,7 +201,7 @@ def resume_study(
             pickled_plugins = _pickle_plugins(plugins)
             study = optuna.load_study(
                 study_name=loaded.study_name,
-                storage=loaded._storage,
+                storage=optuna_compat.study_storage(loaded),
                 sampler=sampler,
                 pruner=pruner,
             )
@@ -304,7 +306,9 @@ JOIN_WAIT = 30.0
 
 def _check_same_spec(study: optuna.Study, spec: Spec, url: str) -> None:
     """A joining worker runs the spec the study was started with, not an edited copy."""
-    storage = study._storage
+    from optspec.storage import optuna_compat
+
+    storage = optuna_compat.study_storage(study)
     stored = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
     expected = stored.get(SPEC_SHA256_ATTR)
     if expected is not None and expected != hashlib.sha256(spec.text.encode()).hexdigest():
@@ -383,9 +387,10 @@ def _prepare(config: Config, plugins: Sequence[object]) -> tuple[PluginManager, 
 
 def _record_spec(study: optuna.Study, spec: Spec, output: Path) -> None:
     from optspec import __version__
+    from optspec.storage import optuna_compat
 
     # Optuna 5 dropped Study.set_system_attr; the storage method is the public way left.
-    storage = study._storage
+    storage = optuna_compat.study_storage(study)
     study_id = storage.get_study_id_from_name(study.study_name)
     directory = spec.directory.absolute()
     attrs_ = {
@@ -400,7 +405,9 @@ def _record_spec(study: optuna.Study, spec: Spec, output: Path) -> None:
 
 
 def _spec_of(study: optuna.Study, path: Path, spec_dir: str | os.PathLike[str] | None) -> Spec:
-    storage = study._storage
+    from optspec.storage import optuna_compat
+
+    storage = optuna_compat.study_storage(study)
     attrs_ = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
     if SPEC_ATTR not in attrs_:
         raise UsageError(
@@ -450,11 +457,13 @@ def _retry_interrupted(study: optuna.Study, n_trials: int) -> None:
     """
     from optuna.trial import TrialState
 
-    storage = study._storage
+    from optspec.storage import optuna_compat
+
+    storage = optuna_compat.study_storage(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = "interrupted: still running when its run stopped without finishing"
-        record_fail_reason(storage, trial._trial_id, reason, interrupted=True)
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        record_fail_reason(storage, optuna_compat.trial_id(trial), reason, interrupted=True)
+        storage.set_trial_state_values(optuna_compat.trial_id(trial), TrialState.FAIL)
     trials = study.get_trials(deepcopy=False)
     room = n_trials - sum(1 for trial in trials if trial.state != TrialState.WAITING)
     retried = {trial.user_attrs.get(RETRY_OF_ATTR) for trial in trials}

@@ -26,6 +26,7 @@ from optspec.config import Config
 from optspec.objectives.results import TrialFailed, record_result
 from optspec.objectives.space import suggest_params
 from optspec.run.study_attrs import record_fail_reason
+from optspec.storage.optuna_compat import study_storage, trial_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -213,7 +214,7 @@ def run_trial(
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    record_fail_reason(study._storage, trial._trial_id, reason)
+    record_fail_reason(study_storage(study), trial_id(trial), reason)
     study.tell(trial, state=TrialState.FAIL)
 
 

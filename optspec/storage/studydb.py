@@ -47,13 +47,13 @@ import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import BaseJournalBackend
-from optuna.storages.journal._storage import JournalOperation  # not re-exported by Optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from optspec.errors import UsageError
+from optspec.storage.optuna_compat import JournalOperation, journal_backend
 
 if TYPE_CHECKING:
-    from optuna.study._frozen import FrozenStudy
+    from optspec.storage.optuna_compat import FrozenStudy
 
 __all__ = [
     "StudyFileError",
@@ -130,7 +130,7 @@ def dump_to_sqlite(
     """
     if storage is None:
         storage = JournalStorage(backend)
-    elif storage._backend is not backend:
+    elif journal_backend(storage) is not backend:
         raise ValueError("storage must be a JournalStorage over the backend being dumped")
     dump_storage_to_sqlite(storage, study_name, sqlite_path)
 
@@ -141,7 +141,8 @@ def dump_storage_to_sqlite(
     """:func:`dump_to_sqlite` for a study on any Optuna storage (``run --storage URL``)."""
     study = _find_study(storage, study_name)
     # No deepcopy: nothing below mutates a trial, and copying 100k trials costs seconds.
-    trials = storage.get_all_trials(study._study_id, deepcopy=False)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trials = storage.get_all_trials(study_id, deepcopy=False)
     rows = _study_rows(study, trials)
 
     target = Path(sqlite_path)

@@ -1,0 +1,93 @@
+"""Every use of a name Optuna keeps private, in one place.
+
+Optuna may rename any of these in a minor release; when it does, this module and its test
+(``tests/test_optuna_compat.py``, which pins :data:`CHECKED_VERSIONS`) are what changes. Each
+function says why the public API does not serve and which Optuna version it was checked against.
+Nothing else in optspec may touch an Optuna name that starts with an underscore.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import TYPE_CHECKING
+
+# Not re-exported by ``optuna.storages.journal`` (checked: 5.0.0). Logs carry these codes, and
+# optspec reads logs itself (the controller's watcher, study.db written straight from logs).
+from optuna.storages.journal._storage import JournalOperation
+
+# Not exported publicly; what ``storage.get_all_studies()`` returns (checked: 5.0.0).
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import TrialState
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage, JournalStorage
+    from optuna.storages.journal import BaseJournalBackend
+    from optuna.trial import FrozenTrial
+
+CHECKED_VERSIONS = ("5.0",)
+"""Optuna releases (major.minor) whose private names below were read and tested."""
+
+__all__ = [
+    "CHECKED_VERSIONS",
+    "FINISHED_STATES",
+    "SET_TRIAL_STATE_VALUES",
+    "FrozenStudy",
+    "JournalOperation",
+    "journal_backend",
+    "replay_snapshot",
+    "study_id",
+    "study_storage",
+    "trial_id",
+]
+
+FINISHED_STATES = frozenset(
+    int(state) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+)
+"""``state`` values of a SET_TRIAL_STATE_VALUES log that end a trial (plain ints, as in logs)."""
+
+SET_TRIAL_STATE_VALUES = int(JournalOperation.SET_TRIAL_STATE_VALUES)
+
+
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage a Study runs on.
+
+    Optuna 5 removed ``Study.set_system_attr``/``system_attrs``; the storage's own methods are the
+    public way left to read and write study system attributes, but Study does not expose its
+    storage (``Study._storage``, checked: 5.0.0).
+    """
+    return study._storage  # type: ignore[no-any-return]
+
+
+def study_id(study: optuna.Study) -> int:
+    """The storage's id of ``study``, without the name lookup ``get_study_id_from_name`` costs
+    (``Study._study_id``, checked: 5.0.0)."""
+    return study._study_id  # type: ignore[no-any-return]
+
+
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
+    """The storage's id of a trial: storage methods take ids, FrozenTrial and Trial carry only
+    numbers publicly (``_trial_id``, checked: 5.0.0). The public alternative,
+    ``get_trial_id_from_study_id_trial_number``, is a storage query per call."""
+    return trial._trial_id  # type: ignore[union-attr, no-any-return]
+
+
+def journal_backend(storage: BaseStorage) -> BaseJournalBackend | None:
+    """The backend a JournalStorage was built over, None for any other storage
+    (``JournalStorage._backend``, checked: 5.0.0)."""
+    return getattr(storage, "_backend", None)
+
+
+def replay_snapshot(storage: JournalStorage) -> bytes:
+    """A snapshot of a JournalStorage's replayed state, for another process's public
+    ``JournalStorage.restore_replay_result``: a worker then starts in about a second instead of
+    replaying every log.
+
+    Optuna makes these bytes only inside ``create_new_trial`` for a backend that is a
+    ``BaseJournalSnapshot`` (every 100 trials, pickling the whole state each time: far too costly
+    to enable for the run), so they are taken here from ``JournalStorage._replay_result``, the
+    object ``restore_replay_result`` unpickles (checked: 5.0.0).
+    """
+    with storage._thread_lock:
+        return pickle.dumps(storage._replay_result)
+
