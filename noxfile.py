@@ -26,8 +26,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    """ruff over the tree, mypy over the package (settings in pyproject.toml)."""
+    session.install("ruff", "mypy", "-e", ".[test]")
     session.run("ruff", "check", ".")
+    session.run("mypy")
 
 
 @nox.session
