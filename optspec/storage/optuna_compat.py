@@ -56,20 +56,20 @@ def study_storage(study: optuna.Study) -> BaseStorage:
     public way left to read and write study system attributes, but Study does not expose its
     storage (``Study._storage``, checked: 5.0.0).
     """
-    return study._storage  # type: ignore[no-any-return]
+    return study._storage
 
 
 def study_id(study: optuna.Study) -> int:
     """The storage's id of ``study``, without the name lookup ``get_study_id_from_name`` costs
     (``Study._study_id``, checked: 5.0.0)."""
-    return study._study_id  # type: ignore[no-any-return]
+    return study._study_id
 
 
 def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
     """The storage's id of a trial: storage methods take ids, FrozenTrial and Trial carry only
     numbers publicly (``_trial_id``, checked: 5.0.0). The public alternative,
     ``get_trial_id_from_study_id_trial_number``, is a storage query per call."""
-    return trial._trial_id  # type: ignore[union-attr, no-any-return]
+    return trial._trial_id
 
 
 def journal_backend(storage: BaseStorage) -> BaseJournalBackend | None:
