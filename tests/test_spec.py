@@ -202,6 +202,7 @@ def test_printed_spec_fills_in_defaults(tmp_path):
         "timeout": "off",
         "trial_timeout": "off",
         "checkpoint": 300.0,
+        "keep_trial_dirs": "failed",
     }
 
 
@@ -651,3 +652,17 @@ def test_doc_defaults_match_the_models():
             if isinstance(documented, str) and isinstance(default, float):
                 documented = parse_duration(documented)
             assert documented == default and type(documented) is type(default), where
+
+
+def test_devices_set_the_worker_count_and_accept_numbers(tmp_path):
+    text = 'version = 1\n[objective]\ncallable = "m:f"\n[run]\ndevices = ["7", 9, "0,1"]\n'
+    spec = parse_spec(text, path=tmp_path / "s.toml")
+    assert spec.run.devices == ("7", "9", "0,1")
+    assert spec.run.workers == 3 and spec.run.worker_count == 3
+    assert spec.run.device_env == "CUDA_VISIBLE_DEVICES"
+    assert spec.run.keep_trial_dirs == "failed"
+    # Fewer workers than entries use the first ones; "auto" means one per entry.
+    fewer = parse_spec(text + "workers = 2\n", path=tmp_path / "s.toml")
+    assert fewer.run.worker_count == 2 and fewer.run.device(1) == "9"
+    auto = parse_spec(text + 'workers = "auto"\n', path=tmp_path / "s.toml")
+    assert auto.run.worker_count == 3

@@ -352,6 +352,28 @@ INVALID = [
     case("run-trial-timeout-bool", spec(extra="[run]\ntrial_timeout = true"), "run.trial_timeout"),
     case("run-checkpoint", spec(extra='[run]\ncheckpoint = "soon"'), "run.checkpoint"),
     case("run-max-failed-float", spec(extra="[run]\nmax_failed = 2.5"), "run.max_failed"),
+    case("run-devices-empty", spec(extra="[run]\ndevices = []"), "run.devices", "non-empty"),
+    case("run-devices-string", spec(extra='[run]\ndevices = "0,1"'), "run.devices", '["0", "1"]'),
+    case("run-devices-space", spec(extra='[run]\ndevices = ["0, 1"]'), "run.devices[0]", '"0,1"'),
+    case(
+        "run-workers-over-devices",
+        spec(extra='[run]\nworkers = 3\ndevices = ["0", "1"]'),
+        "run.workers",
+        "3 workers but run.devices has 2 entries",
+    ),
+    case("run-device-env", spec(extra='[run]\ndevice_env = "CUDA VISIBLE"'), "run.device_env"),
+    case(
+        "run-keep-trial-dirs",
+        spec(extra='[run]\nkeep_trial_dirs = "best-only"'),
+        "run.keep_trial_dirs",
+        '"failed", "all", "best" or "none"',
+    ),
+    case(
+        "args-also-a-param",
+        spec(objective='callable = "pkg.mod:f"\nargs = { x = 1 }'),
+        "objective.args.x",
+        "also declared as params.x",
+    ),
     # -- [[enqueue]] ----------------------------------------------------------------------------
     case(
         "enqueue-outside", spec(extra="[[enqueue]]\nx = 1.5"), "enqueue[0].x", "outside the space"
@@ -536,7 +558,8 @@ def test_unknown_key_lists_the_valid_ones(write_spec, capsys):
     _, _, err = validate_in_process(capsys, path)
     assert err == (
         f"{path}: run.worker: unknown key; did you mean 'workers'? valid keys here: "
-        "n_trials, timeout, workers, max_failed, trial_timeout, checkpoint\n"
+        "n_trials, timeout, workers, max_failed, trial_timeout, checkpoint, devices, "
+        "device_env, keep_trial_dirs\n"
     )
 
 

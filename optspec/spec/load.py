@@ -21,6 +21,7 @@ from typing import Any
 from optspec.errors import SpecError, UsageError
 from optspec.spec.model import (
     DIRECTIONS,
+    KEEP_TRIAL_DIRS,
     SPEC_VERSION,
     CategoricalParam,
     Component,
@@ -53,17 +54,21 @@ FLOAT_KEYS = ("type", "low", "high", "step", "log", "when")
 INT_KEYS = FLOAT_KEYS
 CATEGORICAL_KEYS = ("type", "choices", "when")
 CONSTRAINT_KEYS = ("metric", "min", "max")
-RUN_KEYS = ("n_trials", "timeout", "workers", "max_failed", "trial_timeout", "checkpoint")
+RUN_KEYS = (
+    "n_trials", "timeout", "workers", "max_failed", "trial_timeout", "checkpoint",
+    "devices", "device_env", "keep_trial_dirs",
+)  # fmt: skip
 PLUGINS_KEYS = ("load", "block")
 PARAM_TYPES = ("float", "int", "categorical")
 # Placeholders a command may use besides the parameters themselves; {python} is the interpreter
 # optspec runs on, so a spec need not guess whether "python" or "python3" is on PATH.
-COMMAND_FIELDS = ("trial_number", "trial_dir", "python")
+COMMAND_FIELDS = ("trial_number", "trial_dir", "python", "worker", "device")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _OFF = ("off", "none")
 _IDENTIFIER_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def read_spec_file(path: Path) -> Spec:
@@ -418,13 +423,23 @@ class _Converter:
         )
         if ref is not None:
             self.reference(ref, "objective.callable")
-        self.get(
+        args = self.get(
             table,
             "args",
             "objective",
             lambda v: isinstance(v, dict),
             "a table of keyword arguments",
+            {},
         )
+        declared = {param.name for param in params}
+        for key in args:
+            if key in declared:
+                # The callable receives declared parameters by name: which value would win?
+                self.add(
+                    _join("objective.args", key),
+                    f"{key!r} is also declared as params.{key}; the callable receives "
+                    "parameters by name, so rename one of them",
+                )
         for key in ("cwd", "env"):
             if key in table:
                 self.add(_join("objective", key), "applies to command objectives only")
@@ -717,6 +732,17 @@ class _Converter:
             'an integer >= 1 or "auto"',
             defaults.workers,
         )
+        devices = self.devices(table)
+        if devices and "workers" not in table:
+            workers = len(devices)
+        elif (
+            len(devices) == len(table.get("devices", ()))
+            and _is_int(workers)
+            and devices
+            and (workers > len(devices))
+        ):
+            self.add("run.workers", devices_problem(workers, devices, "run.devices"))
+            workers = len(devices)
         return RunSection(
             n_trials=self.get(
                 table, "n_trials", "run", positive, "an integer >= 1", defaults.n_trials
@@ -726,7 +752,46 @@ class _Converter:
             max_failed=self.get(table, "max_failed", "run", positive, "an integer >= 1"),
             trial_timeout=self.duration(table, "trial_timeout", "run", defaults.trial_timeout),
             checkpoint=self.duration(table, "checkpoint", "run", defaults.checkpoint),
+            devices=devices,
+            device_env=self.get(
+                table,
+                "device_env",
+                "run",
+                lambda v: isinstance(v, str) and bool(_ENV_NAME.match(v)),
+                'an environment variable name like "CUDA_VISIBLE_DEVICES"',
+                defaults.device_env,
+            ),
+            keep_trial_dirs=self.get(
+                table,
+                "keep_trial_dirs",
+                "run",
+                lambda v: v in KEEP_TRIAL_DIRS,
+                ", ".join(f'"{keep}"' for keep in KEEP_TRIAL_DIRS[:-1])
+                + f' or "{KEEP_TRIAL_DIRS[-1]}"',
+                defaults.keep_trial_dirs,
+            ),
         )
+
+    def devices(self, table: Mapping[str, Any]) -> tuple[str, ...]:
+        """``[run] devices``: one entry per worker slot, as strings (``7`` is read as ``"7"``)."""
+        if "devices" not in table:
+            return ()
+        value = table["devices"]
+        if not isinstance(value, list) or not value:
+            self.add(
+                "run.devices",
+                f'must be a non-empty array like ["0", "1"], one entry per worker, got '
+                f"{_describe(value)}; leave it out to run without devices",
+            )
+            return ()
+        entries = []
+        for index, item in enumerate(value):
+            entry, problem = parse_device_entry(item)
+            if problem:
+                self.add(_join("run.devices", index), problem)
+            else:
+                entries.append(entry)
+        return tuple(entries)
 
     def enqueue(self, value: Any, params: tuple[Param, ...]) -> tuple[dict[str, Any], ...]:
         if not isinstance(value, list):
@@ -778,6 +843,29 @@ class _Converter:
         for name, item in table.items():
             self.table(item, _join("plugin", name), None)
         return {name: item for name, item in table.items() if isinstance(item, dict)}
+
+
+def parse_device_entry(item: Any) -> tuple[str, str | None]:
+    """A ``devices`` entry as the string workers get, or a problem saying what would be valid."""
+    if _is_int(item) and item >= 0:
+        return str(item), None
+    if not isinstance(item, str) or not item:
+        return "", ('must be a device like "0", or several like "0,1", got ' + _describe(item))
+    if any(char.isspace() for char in item) or "" in item.split(","):
+        return "", (
+            f'{item!r} is not a comma-separated list of devices; write "0,1" without spaces '
+            "or empty items"
+        )
+    return item, None
+
+
+def devices_problem(workers: int, devices: tuple[str, ...], where: str) -> str:
+    """Why ``workers`` workers cannot share ``devices``: each worker holds one entry."""
+    return (
+        f"{workers} workers but {where} has {len(devices)} entries; each worker holds one "
+        'entry for its whole life (an entry may name several devices, "0,1"): give at most '
+        f"{len(devices)} workers, or more entries"
+    )
 
 
 def _choices(choices: Iterable[Any]) -> str:
@@ -859,6 +947,10 @@ def spec_to_data(spec: Spec) -> dict[str, Any]:
         "max_failed": spec.run.max_failed,
         "trial_timeout": _seconds(spec.run.trial_timeout),
         "checkpoint": _seconds(spec.run.checkpoint),
+        "devices": list(spec.run.devices) or None,
+        # Meaningless without devices: printed only where it takes effect.
+        "device_env": spec.run.device_env if spec.run.devices else None,
+        "keep_trial_dirs": spec.run.keep_trial_dirs,
     }
     data: dict[str, Any] = {
         "version": spec.version,

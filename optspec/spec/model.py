@@ -177,17 +177,30 @@ class Constraint:
         return max(excess)
 
 
+KEEP_TRIAL_DIRS = ("failed", "all", "best", "none")
+"""``[run] keep_trial_dirs``: which ``<output>/trials/<number>/`` directories remain."""
+DEVICE_ENV = "CUDA_VISIBLE_DEVICES"
+
+
 @frozen
 class RunSection:
     n_trials: int = 100
     timeout: float | None = None
     workers: int | Literal["auto"] = 1
+    """Without the key in a spec: one worker per ``devices`` entry, or 1 without devices."""
     max_failed: int | None = None
     trial_timeout: float | None = None
     checkpoint: float | None = 300.0
+    devices: tuple[str, ...] = ()
+    """One entry per worker slot; an entry may name several devices (``"0,1"``)."""
+    device_env: str = DEVICE_ENV
+    keep_trial_dirs: Literal["failed", "all", "best", "none"] = "failed"
 
     @property
     def worker_count(self) -> int:
+        if self.devices and self.workers == "auto":
+            # Accelerator jobs are not CPU-bound: "auto" means one worker per device slot.
+            return len(self.devices)
         if self.workers == "auto":
             return (
                 len(os.sched_getaffinity(0))
@@ -195,6 +208,10 @@ class RunSection:
                 else (os.cpu_count() or 1)
             )
         return self.workers
+
+    def device(self, worker_index: int) -> str | None:
+        """The device slot of worker ``worker_index``, None without ``devices``."""
+        return self.devices[worker_index] if self.devices else None
 
 
 @frozen

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from optspec.spec import load as specload
-from optspec.spec.model import DIRECTIONS, SPEC_VERSION
+from optspec.spec.model import DIRECTIONS, KEEP_TRIAL_DIRS, SPEC_VERSION
 
 Schema = dict[str, Any]
 
@@ -180,6 +180,19 @@ def _top_properties() -> dict[str, Schema]:
             "max_failed": _positive_int,
             "trial_timeout": duration,
             "checkpoint": duration,
+            "devices": {
+                "description": 'one entry per worker slot; an entry may name devices, "0,1"',
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "anyOf": [
+                        {"type": "string", "pattern": r"^[^,\s]+(,[^,\s]+)*$"},
+                        {"type": "integer", "minimum": 0},
+                    ]
+                },
+            },
+            "device_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "keep_trial_dirs": {"enum": list(KEEP_TRIAL_DIRS)},
         },
     )
     names = {"type": "array", "items": _name}
