@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("spec", metavar="SPEC", type=Path)
     worker.add_argument("--storage", metavar="URL", required=True)
     worker.add_argument("--workers", metavar="W", type=_workers)
+    worker.add_argument(
+        "--devices",
+        metavar="LIST",
+        type=_devices,
+        help='device slots of this machine, one per worker: "0,1" (a device each), or a TOML '
+        'array like \'["0,1", "2,3"]\' (several each); replaces [run] devices',
+    )
     _add_quiet_option(worker)
     worker.set_defaults(command=_worker)
 
@@ -195,6 +202,15 @@ def _workers(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
 
+def _devices(text: str) -> list[str]:
+    from optspec.spec.load import parse_device_list
+
+    try:
+        return parse_device_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _duration(text: str) -> float:
     """Seconds; ``--timeout off`` is infinity, so that it can lift a timeout the spec sets."""
     from optspec.spec.load import parse_duration
@@ -278,7 +294,13 @@ def _resume(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from optspec.run.lifecycle import join_study
 
-    outcome = join_study(args.spec, storage=args.storage, workers=args.workers, quiet=args.quiet)
+    outcome = join_study(
+        args.spec,
+        storage=args.storage,
+        workers=args.workers,
+        quiet=args.quiet,
+        devices=args.devices,
+    )
     return _report(outcome)
 
 

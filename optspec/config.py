@@ -25,6 +25,8 @@ class Config:
     output: Path
     role: Role = "controller"
     worker_index: int | None = None
+    device: str | None = None
+    """The worker's ``[run] devices`` entry (``"0"``, ``"0,1"``); None without devices."""
     plugin_args: tuple[str, ...] = ()
     quiet: bool = False
     storage_url: str | None = None

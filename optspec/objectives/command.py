@@ -1,9 +1,10 @@
 """``command = ["{python}", "train.py", "--lr", "{lr}"]``: a program per trial, never a shell.
 
-A command runs once per trial in ``<output>/trials/<number>``, with ``stdout.log``,
-``stderr.log`` and the ``results.jsonl`` it may append to. The directory is removed after a
-completed or pruned trial when the command left nothing else there, and kept after a failure,
-since its logs are what the user reads next.
+A command runs once per trial with its trial directory ``<output>/trials/<number>``, which holds
+``stdout.log``, ``stderr.log`` and the ``results.jsonl`` it may append to. What remains of the
+directory afterwards is ``[run] keep_trial_dirs``'s business (:mod:`optspec.objectives.trial_dirs`);
+by default it is removed after a completed or pruned trial when the command left nothing else
+there, and kept after a failure, since its logs are what the user reads next.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import signal
 import string
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from optspec.errors import SpecError
 from optspec.objectives.results import TrialFailed
+from optspec.objectives.trial_dirs import RESULTS_FILE, STDERR_FILE, STDOUT_FILE, TrialDirs
 
 if TYPE_CHECKING:
     import optuna
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
 
 from optspec.objectives import Objective
 
-RESULTS_FILE = "results.jsonl"
-STDOUT_FILE = "stdout.log"
-STDERR_FILE = "stderr.log"
 #: How often a running command's results file is read: quick enough for pruning to bite early,
 #: rare enough to cost nothing next to a real trial.
 POLL_SECONDS = 0.03
@@ -63,17 +61,36 @@ def command_objective(table: dict[str, Any], spec: Spec, config: Config | None =
     env = {str(k): str(v) for k, v in table.get("env", {}).items()}
     argv = [_executable(argv[0], cwd, {**os.environ, **env}), *argv[1:]]
     one_objective = len(spec.study.objectives) == 1
+    worker = config.worker_index if config is not None else None
+    device = config.device if config is not None else None
     return CommandObjective(
         argv=argv,
         cwd=cwd,
-        env=env,
-        output=config.output if config is not None else None,
+        env={**env, **worker_environment(spec, worker, device)},
+        trial_dirs=TrialDirs(
+            config.output if config is not None else None, spec.run.keep_trial_dirs
+        ),
+        slot={"worker": 0 if worker is None else worker, "device": device or ""},
         timeout=spec.run.trial_timeout,
         # optuna's report() is single-objective only; a multi-objective command's step lines
         # are not reported.
         reports=one_objective,
         report_metric=spec.study.metrics[0] if spec.study.metrics and one_objective else None,
     )
+
+
+def worker_environment(spec: Spec, worker: int | None, device: str | None) -> dict[str, str]:
+    """``OPTSPEC_WORKER`` and, with devices, ``OPTSPEC_DEVICE`` and ``[run] device_env``.
+
+    The worker process sets them in its own environment; a command gets them explicitly too,
+    so that ``[objective] env`` cannot hand it another worker's device by accident.
+    """
+    if worker is None:
+        return {}
+    env = {"OPTSPEC_WORKER": str(worker)}
+    if device is not None:
+        env |= {"OPTSPEC_DEVICE": device, spec.run.device_env: device}
+    return env
 
 
 def _placeholders(element: str, path: str) -> list[str]:
@@ -139,7 +156,8 @@ class CommandObjective:
         argv: list[str],
         cwd: Path,
         env: dict[str, str],
-        output: Path | None,
+        trial_dirs: TrialDirs,
+        slot: dict[str, Any],
         timeout: float | None,
         reports: bool,
         report_metric: str | None,
@@ -147,7 +165,8 @@ class CommandObjective:
         self.argv = argv
         self.cwd = cwd
         self.env = env
-        self.output = output
+        self.trial_dirs = trial_dirs
+        self.slot = slot  # {worker} and {device}
         self.timeout = timeout
         self.reports = reports
         self.report_metric = report_metric
@@ -158,9 +177,10 @@ class CommandObjective:
     def __call__(self, trial: optuna.Trial, params: dict[str, Any]) -> Any:
         import optuna
 
-        trial_dir = self._trial_dir(trial.number)
+        trial_dir = self.trial_dirs.make(trial.number)
+        (trial_dir / RESULTS_FILE).unlink(missing_ok=True)  # never read an earlier run's lines
         results = ResultsFile(trial_dir / RESULTS_FILE)
-        failed = True
+        ending = "failed"
         try:
             argv = self._argv(params, trial.number, trial_dir)
             env = self._environment(params, trial.number, trial_dir)
@@ -170,28 +190,20 @@ class CommandObjective:
             finally:
                 _stop(process)
             result = self._result(process, results, argv, trial_dir)
-            failed = False
+            ending = "complete"
             return result
         except optuna.TrialPruned:
-            failed = False
+            ending = "pruned"
             raise
         finally:
-            _tidy(trial_dir, keep=failed)
+            self.trial_dirs.release(trial_dir, ending)  # type: ignore[arg-type]
 
     # -- one trial, step by step ------------------------------------------------------------------
-
-    def _trial_dir(self, number: int) -> Path:
-        if self.output is None:
-            # No run directory (the API or a test): one temporary directory per objective.
-            self.output = Path(tempfile.mkdtemp(prefix="optspec-command-"))
-        trial_dir = self.output / "trials" / str(number)
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        (trial_dir / RESULTS_FILE).unlink(missing_ok=True)  # never read an earlier run's lines
-        return trial_dir
 
     def _argv(self, params: dict[str, Any], number: int, trial_dir: Path) -> list[str]:
         values = {
             **params,
+            **self.slot,
             "trial_number": number,
             "trial_dir": str(trial_dir),
             "python": sys.executable,
@@ -446,18 +458,6 @@ def _read_tail(path: Path, size: int) -> bytes:
             return file.read()
     except FileNotFoundError:
         return b""
-
-
-def _tidy(trial_dir: Path, *, keep: bool) -> None:
-    """Remove the trial directory if the command left nothing there besides optspec's files.
-
-    A failed trial keeps it: its logs are what a user reads next.
-    """
-    if keep and any(trial_dir.iterdir()):
-        return
-    ours = {RESULTS_FILE, STDOUT_FILE, STDERR_FILE}
-    if all(entry.name in ours for entry in trial_dir.iterdir()):
-        shutil.rmtree(trial_dir, ignore_errors=True)
 
 
 def _is_number(value: Any) -> bool:

@@ -2,7 +2,8 @@
 
 The module is imported with the spec's directory first on sys.path, then the working directory;
 a file path is loaded from the file, relative to the spec. The function gets, by the names in its
-signature, ``trial``, ``params`` and the ``args`` entries.
+signature, any declared parameter (``def objective(lr, layers)``), ``trial``, ``params``,
+``trial_dir`` (a :class:`pathlib.Path` made for the trial) and the ``args`` entries.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ from optspec.errors import SpecError
 if TYPE_CHECKING:
     import optuna
 
+    from optspec.config import Config
     from optspec.spec.model import Spec
 
 from optspec.objectives import Objective
+from optspec.objectives.trial_dirs import TrialDirs
 
-#: Names the objective's signature may use for what optspec passes, besides ``args`` entries.
-PASSED_NAMES = ("trial", "params")
+#: Names the objective's signature may use for what optspec passes, besides parameters and
+#: ``args`` entries.
+PASSED_NAMES = ("trial", "params", "trial_dir")
 
 
-def python_objective(table: dict[str, Any], spec: Spec) -> Objective:
+def python_objective(table: dict[str, Any], spec: Spec, config: Config | None = None) -> Objective:
     """Import the callable ``table["callable"]`` names and check it can be called by name."""
     ref = table.get("callable")
     module_name, _, attr = ref.rpartition(":") if isinstance(ref, str) else ("", "", "")
@@ -51,21 +55,57 @@ def python_objective(table: dict[str, Any], spec: Spec) -> Objective:
     else:
         module = _import_module(module_name, spec.directory)
     function = _attribute(module, attr, ref)
-    passed = _check_signature(function, dict(args), attr)
-    return PythonObjective(function, dict(args), passed)
+    declared = tuple(param.name for param in spec.params)
+    passed, by_name = _check_signature(function, dict(args), attr, declared)
+    output = config.output if config is not None else None
+    return PythonObjective(
+        function, dict(args), passed, by_name, TrialDirs(output, spec.run.keep_trial_dirs)
+    )
 
 
 class PythonObjective:
     """Calls the user's function with the arguments its signature asks for, by name."""
 
-    def __init__(self, function: Callable[..., Any], args: dict[str, Any], passed: tuple[str, ...]):
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        args: dict[str, Any],
+        passed: tuple[str, ...],
+        by_name: tuple[tuple[str, bool], ...] = (),
+        trial_dirs: TrialDirs | None = None,
+    ):
         self.function = function
         self.args = args
         self.passed = passed  # which of PASSED_NAMES the function takes
+        self.by_name = by_name  # (declared parameter it takes, whether it has a default)
+        self.trial_dirs = trial_dirs or TrialDirs(None)
 
     def __call__(self, trial: optuna.Trial, params: dict[str, Any]) -> Any:
-        available = {"trial": trial, "params": params}
-        return self.function(**self.args, **{name: available[name] for name in self.passed})
+        import optuna
+
+        kwargs = dict(self.args)
+        for name, has_default in self.by_name:
+            if name in params:
+                kwargs[name] = params[name]
+            elif not has_default:
+                kwargs[name] = None  # a conditional parameter switched off in this trial
+        if "trial" in self.passed:
+            kwargs["trial"] = trial
+        if "params" in self.passed:
+            kwargs["params"] = params
+        if "trial_dir" not in self.passed:
+            return self.function(**kwargs)
+        trial_dir = kwargs["trial_dir"] = self.trial_dirs.make(trial.number)
+        ending = "failed"
+        try:
+            result = self.function(**kwargs)
+            ending = "complete"
+            return result
+        except optuna.TrialPruned:
+            ending = "pruned"
+            raise
+        finally:
+            self.trial_dirs.release(trial_dir, ending)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"PythonObjective({getattr(self.function, '__qualname__', self.function)!r})"
@@ -168,9 +208,10 @@ def _attribute(module: ModuleType, attr: str, ref: str) -> Callable[..., Any]:
 
 
 def _check_signature(
-    function: Callable[..., Any], args: dict[str, Any], attr: str
-) -> tuple[str, ...]:
-    """Which of ``trial``/``params`` ``function`` takes; SpecError for what it cannot be given."""
+    function: Callable[..., Any], args: dict[str, Any], attr: str, declared: tuple[str, ...] = ()
+) -> tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]:
+    """What ``function`` takes by name: which of PASSED_NAMES, and which declared parameters
+    (with whether each has a default); SpecError for what it cannot be given."""
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
@@ -188,6 +229,11 @@ def _check_signature(
                 f"objective.args.{key}: {key!r} is reserved: optspec passes the trial's {key} "
                 "under that name; rename the argument"
             )
+        elif key in declared:
+            problems.append(
+                f"objective.args.{key}: {key!r} is also declared as params.{key}; the callable "
+                "receives parameters by name, so rename one of them"
+            )
         elif key not in accepted and not takes_any:
             close = difflib.get_close_matches(key, accepted, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
@@ -196,19 +242,34 @@ def _check_signature(
                 f"its parameters: {', '.join(accepted) or 'none'}"
             )
     for parameter in parameters.values():
-        known = parameter.name in PASSED_NAMES or parameter.name in args
+        name = parameter.name
+        known = name in PASSED_NAMES or name in args or name in declared
         required = parameter.default is parameter.empty
         if parameter.kind is parameter.POSITIONAL_ONLY and (known or required):
             problems.append(
-                f"objective.callable: {attr}() takes {parameter.name!r} positional-only; "
+                f"objective.callable: {attr}() takes {name!r} positional-only; "
                 "optspec passes arguments by name: drop the / from the signature"
             )
-        elif parameter.kind in by_name and required and not known:
+        elif parameter.kind in by_name and name in PASSED_NAMES and name in declared:
             problems.append(
-                f"objective.callable: {attr}() needs {parameter.name!r}, which is neither trial, "
-                f"params nor an objective.args entry; add {parameter.name} to objective.args "
-                "or give it a default"
+                f"objective.callable: {attr}() takes {name!r}, which is both what optspec "
+                f"passes as {name} and the declared params.{name}; rename the parameter"
+            )
+        elif parameter.kind in by_name and required and not known:
+            close = difflib.get_close_matches(name, [*declared, *PASSED_NAMES], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(
+                f"objective.callable: {attr}() needs {name!r}, which is neither a declared "
+                f"parameter ({', '.join(declared) or 'none'}), trial, params, trial_dir nor an "
+                f"objective.args entry; {hint}declare it in [params], add it to "
+                "objective.args or give it a default"
             )
     if problems:
         raise SpecError(problems)
-    return tuple(name for name in PASSED_NAMES if name in accepted)
+    passed = tuple(name for name in PASSED_NAMES if name in accepted)
+    params = tuple(
+        (p.name, p.default is not p.empty)
+        for p in parameters.values()
+        if p.kind in by_name and p.name in declared and p.name not in PASSED_NAMES
+    )
+    return passed, params

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from optspec.objectives.trial_dirs import BestTrialDirs
 from optspec.outcome import Outcome
 from optspec.run.study_attrs import record_fail_reason
 from optspec.run.worker import (
@@ -200,6 +201,10 @@ class Controller:
         self.trials_before = sum(
             1 for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()
         )
+        # keep_trial_dirs = "best" / "none": only the controller sees every trial end.
+        self.trial_dirs = BestTrialDirs(config.spec, config.output)
+        if not join:
+            self.trial_dirs.start(study.get_trials(deepcopy=False))
         self.failed = 0
         self.finished = 0
         self.outcome: Outcome | None = None
@@ -244,6 +249,8 @@ class Controller:
         finally:
             self._terminate_all("the controller stopped")
             watcher.close()
+            if not self.join:
+                self.trial_dirs.close()
         return self.outcome or Outcome("done", f"{self.config.spec.run.n_trials} trials reached")
 
     def stop(self, status: str, message: str) -> None:
@@ -397,6 +404,7 @@ class Controller:
             self.stop("failed", f"max_failed = {max_failed} reached: {self.failed} trials failed")
 
     def _trial_end(self, trial: FrozenTrial) -> None:
+        self.trial_dirs.finished(trial)
         try:
             self.pm.hook.on_trial_end(study=self.study, trial=trial)
         except Exception as exc:  # noqa: BLE001 - a plugin's bug stops the study, with its name

@@ -125,11 +125,15 @@ def join_study(
     workers: int | str | None = None,
     plugin_args: Sequence[str] = (),
     quiet: bool = False,
+    devices: Sequence[str] | None = None,
 ) -> Outcome:
     """Run worker processes for a study that ``optspec run --storage`` started elsewhere.
 
     They take trials until the study holds ``n_trials``; study-level hooks and study.db stay
     with the controller that started the study.
+
+    :param devices: this machine's device slots, one per worker (``--devices``), instead of
+        the spec's ``[run] devices``; the worker count follows them unless ``workers`` is given.
     """
     import optuna
 
@@ -138,6 +142,9 @@ def join_study(
 
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
+    if devices is not None:
+        run = attrs.evolve(spec.run, devices=tuple(devices), workers=len(devices))
+        spec = spec.evolve(run=run)
     spec = _with_budget(spec, None, None, workers)
     config = Config(
         spec,
@@ -250,7 +257,15 @@ def _with_budget(
         changes["timeout"] = None if math.isinf(timeout) else timeout  # `--timeout off`
     if workers is not None:
         changes["workers"] = workers
-    return spec.evolve(run=attrs.evolve(spec.run, **changes)) if changes else spec
+    if not changes:
+        return spec
+    run = attrs.evolve(spec.run, **changes)
+    if workers is not None and run.devices and run.worker_count > len(run.devices):
+        from optspec.spec.load import devices_problem
+
+        problem = devices_problem(run.worker_count, run.devices, "[run] devices")
+        raise UsageError(f"--workers {workers}: {problem}")
+    return spec.evolve(run=run)
 
 
 class _PluginPickler(pickle.Pickler):

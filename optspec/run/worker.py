@@ -89,12 +89,27 @@ def run_worker(setup: WorkerSetup) -> None:
     """The worker process's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _take_slot(setup)
     try:
         config, study, objective, pm = _prepare(setup)
     except Exception as exc:  # noqa: BLE001 - reported by the controller, which stops the run
         print(f"optspec: worker {setup.index} could not start: {_reason(exc)}", file=sys.stderr)
         sys.exit(EXIT_SETUP_FAILED)
     _loop(setup, config, study, objective, pm)
+
+
+def _take_slot(setup: WorkerSetup) -> None:
+    """The worker's index and device entry in its environment, for its whole life.
+
+    Set before the objective's module is imported: frameworks read ``CUDA_VISIBLE_DEVICES``
+    when they initialise. A replacement worker gets the same index, hence the same entry.
+    """
+    run = setup.config.spec.run
+    os.environ["OPTSPEC_WORKER"] = str(setup.index)
+    device = run.device(setup.index)
+    if device is not None:
+        os.environ["OPTSPEC_DEVICE"] = device
+        os.environ[run.device_env] = device
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -108,7 +123,12 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
 
     # One INFO line per trial from every worker would drown the progress display.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = attrs.evolve(setup.config, role="worker", worker_index=setup.index)
+    config = attrs.evolve(
+        setup.config,
+        role="worker",
+        worker_index=setup.index,
+        device=setup.config.spec.run.device(setup.index),
+    )
     sys.path[:] = list(dict.fromkeys([*setup.sys_path, *sys.path]))
     prepare_sys_path(config.spec)
     objects = pickle.loads(setup.plugin_objects) if setup.plugin_objects else ()

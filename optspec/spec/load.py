@@ -859,6 +859,27 @@ def parse_device_entry(item: Any) -> tuple[str, str | None]:
     return item, None
 
 
+def parse_device_list(text: str) -> list[str]:
+    """``--devices``: ``"0,1"`` is a slot per device, a TOML array (``'["0,1", "2,3"]'``) a slot
+    per entry. Raises ValueError saying what would be valid."""
+    if text.lstrip().startswith("["):
+        try:
+            items = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ValueError(f'{text!r} is not a TOML array like \'["0,1", "2,3"]\'') from None
+    else:
+        items = [item.strip() for item in text.split(",")]
+    entries = []
+    for item in items:
+        entry, problem = parse_device_entry(item)
+        if problem:
+            raise ValueError(problem)
+        entries.append(entry)
+    if not entries:
+        raise ValueError('expected at least one device, like "0,1"')
+    return entries
+
+
 def devices_problem(workers: int, devices: tuple[str, ...], where: str) -> str:
     """Why ``workers`` workers cannot share ``devices``: each worker holds one entry."""
     return (
