@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from optspec.errors import UsageError
+from optspec.objectives.trial_dirs import trial_dir_path
 from optspec.run.study_attrs import SPEC_ATTR
 
 if TYPE_CHECKING:
@@ -50,18 +51,26 @@ __all__ = [
 ]
 
 
-def trial_summary(trial: FrozenTrial) -> dict[str, Any]:
-    return {
+def trial_summary(trial: FrozenTrial, output: Path | None = None) -> dict[str, Any]:
+    """Number, values, params, user attrs; and ``trial_dir`` when the trial's directory under
+    ``output`` still exists (``[run] keep_trial_dirs``)."""
+    summary = {
         "number": trial.number,
         "values": [_json_number(v) for v in trial.values] if trial.values is not None else None,
         "params": trial.params,
         "user_attrs": trial.user_attrs,
     }
+    if output is not None:
+        directory = trial_dir_path(output, trial.number)
+        if directory.is_dir():
+            summary["trial_dir"] = str(directory.absolute())
+    return summary
 
 
-def study_summary(study: optuna.Study) -> dict[str, Any]:
+def study_summary(study: optuna.Study, output: Path | None = None) -> dict[str, Any]:
     """States, and ``best_trial`` (one objective) or ``pareto_front`` (several), as DESIGN names
-    them; each trial with number, values, params and user attrs."""
+    them; each trial with number, values, params and user attrs, and its directory when
+    ``output`` (the run's directory) still holds it."""
     trials = study.get_trials(deepcopy=False)
     summary: dict[str, Any] = {
         "study": study.study_name,
@@ -71,16 +80,16 @@ def study_summary(study: optuna.Study) -> dict[str, Any]:
     }
     if len(study.directions) == 1:
         try:
-            summary["best_trial"] = trial_summary(study.best_trial)
+            summary["best_trial"] = trial_summary(study.best_trial, output)
         except ValueError:  # no complete (feasible) trial yet
             summary["best_trial"] = None
     else:
-        summary["pareto_front"] = [trial_summary(trial) for trial in study.best_trials]
+        summary["pareto_front"] = [trial_summary(t, output) for t in study.best_trials]
     return summary
 
 
 def write_results_json(study: optuna.Study, path: Path) -> None:
-    text = to_json(study_summary(study))
+    text = to_json(study_summary(study, path.parent))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -182,7 +191,7 @@ def show_report(study: optuna.Study, path: str | os.PathLike[str]) -> dict[str, 
     first, last = (min(starts), max(ends)) if starts and ends else (None, None)
     return {
         "file": os.fspath(path),
-        **study_summary(study),
+        **study_summary(study, Path(path).parent),
         "objectives": objective_names(study),
         "datetime_start": _iso(first),
         "datetime_complete": _iso(last),
@@ -221,6 +230,12 @@ def show_text(report: dict[str, Any]) -> str:
             for t in front
         ]
         lines += _table(header, rows)
+        kept = [t for t in front if t.get("trial_dir")]
+        if len(kept) == 1 and len(front) == 1:
+            lines.append(f"trial directory: {kept[0]['trial_dir']}")
+        elif kept:
+            lines.append("trial directories:")
+            lines += [f"  #{t['number']}  {t['trial_dir']}" for t in kept]
     lines.append("")
     if report["spec"] is None:
         lines.append(f"spec: none stored (no {SPEC_ATTR} attribute: not made by optspec)")
