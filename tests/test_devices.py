@@ -182,3 +182,22 @@ def test_devices_option_of_optspec_worker_is_checked(study_dir: Path) -> None:
     )
     assert result.returncode == 2
     assert "--devices" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_training_example_trains_per_device_prunes_and_keeps_the_best_checkpoint(
+    tmp_path: Path,
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "training.toml"
+    result = optspec("run", example, "-o", tmp_path / "out", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = load(tmp_path / "out" / "study.db")
+    states = [t.state for t in study.trials]
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert {t.user_attrs["device"] for t in completed} <= {"0", "1"}
+    best = study.best_trial
+    trials_dir = tmp_path / "out" / "trials"
+    assert [p.name for p in trials_dir.iterdir()] == [str(best.number)]
+    checkpoint = json.loads((trials_dir / str(best.number) / "checkpoint.json").read_text())
+    assert checkpoint["val_loss"] == pytest.approx(best.value)
+    assert checkpoint["device"] == best.user_attrs["device"]

@@ -172,7 +172,7 @@ def summary_text(
 ) -> str:
     from optspec.report.results import study_summary
 
-    summary = study_summary(study)
+    summary = study_summary(study, config.output)
     states = ", ".join(f"{count} {state}" for state, count in sorted(summary["states"].items()))
     lines = [
         f"{summary['study']}: {summary['n_trials']} trials ({states or 'none'}) "
@@ -185,6 +185,8 @@ def summary_text(
         else:
             lines.append(f"best trial #{best['number']}: value {_number(best['values'][0])}")
             lines += [f"  {name} = {value!r}" for name, value in best["params"].items()]
+            if best.get("trial_dir"):
+                lines.append(f"trial directory: {best['trial_dir']}")
     else:
         front = summary["pareto_front"]
         lines.append(f"Pareto front: {len(front)} trials")
