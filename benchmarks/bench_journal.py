@@ -28,7 +28,8 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
-from optspec.storage.journal import InProcessJournalBackend, SharedMemoryJournalBackend
+from optspec.storage.journal import InProcessJournalBackend
+from optspec.storage.select import SharedMemoryJournalBackend
 
 TRIVIAL_TRIALS = 2000
 CPU_TRIALS = 60

@@ -35,7 +35,7 @@ STUDY = "bench"
 def backend_factory() -> tuple[str, Callable[[], BaseJournalBackend]]:
     """The shared-memory journal optspec uses, if it is there and works; else a list."""
     try:
-        from optspec.storage.journal import SharedMemoryJournalBackend
+        from optspec.storage.select import SharedMemoryJournalBackend
 
         probe = SharedMemoryJournalBackend()
         probe.append_logs([{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [0]}])

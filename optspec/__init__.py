@@ -43,7 +43,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from optspec.run.lifecycle import join_study, resume_study, run_study
-    from optspec.storage.journal import SharedMemoryJournalBackend
+    from optspec.storage.select import SharedMemoryJournalBackend
     from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
 
 # Where each lazily imported name lives; the modules import optuna (and multiprocessing).
@@ -51,7 +51,7 @@ _LAZY = {
     "run_study": "optspec.run.lifecycle",
     "resume_study": "optspec.run.lifecycle",
     "join_study": "optspec.run.lifecycle",
-    "SharedMemoryJournalBackend": "optspec.storage.journal",
+    "SharedMemoryJournalBackend": "optspec.storage.select",
     "dump_to_sqlite": "optspec.storage.studydb",
     "load_from_sqlite": "optspec.storage.studydb",
 }

@@ -32,7 +32,7 @@ from optuna.storages import JournalStorage
 
 from optspec.errors import UsageError
 from optspec.report.dashboard import INSTALL_HINT, start_live_dashboard
-from optspec.storage.journal import SharedMemoryJournalBackend
+from optspec.storage.select import SharedMemoryJournalBackend
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 CHROMIUM = "chromium"

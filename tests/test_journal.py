@@ -2,6 +2,9 @@
 
 Multi-process tests use real ``spawn`` processes, as optspec's workers do. Every wait is
 bounded, so a deadlock fails the test instead of hanging it.
+
+Tests of the contract run on the kind of journal ``OPTSPEC_JOURNAL`` picks (CI runs this file
+once per kind); tests of a lock run on every kind that has one, named explicitly.
 """
 
 from __future__ import annotations
@@ -26,11 +29,34 @@ import optuna
 import pytest
 
 from optspec.storage import journal as journal_module
-from optspec.storage import robust_mutex
-from optspec.storage.journal import SharedMemoryJournalBackend
+from optspec.storage.memfd import MemfdJournal
+from optspec.storage.select import SharedMemoryJournalBackend, chosen_kind, journal_class
 
 spawn = multiprocessing.get_context("spawn")
 JOIN_TIMEOUT = 30.0
+# The kinds whose processes share a lock: the manager journal has none to hold or leak.
+LOCKING_KINDS = ["memfd", "portable"]
+
+
+def take_lock(journal: Any) -> None:
+    """Take the journal's writers' lock, as an append in progress would."""
+    journal._acquire(journal._lock_token()[1])
+
+
+def release_lock(journal: Any) -> None:
+    journal._release(journal._lock_token()[1])
+
+
+def lock_is_free(journal: Any) -> bool:
+    """Whether this process could take the lock now without waiting (and without keeping it)."""
+    if isinstance(journal, MemfdJournal):
+        from optspec.storage import robust_mutex
+
+        if robust_mutex.try_lock(journal._pinned[1]):
+            return False
+        robust_mutex.unlock(journal._pinned[1])
+        return True
+    return not journal._thread_lock._is_owned()
 
 
 @pytest.fixture
@@ -157,25 +183,25 @@ def test_attaching_to_a_vanished_journal_fails_clearly() -> None:
         pickle.loads(handle)
 
 
-def test_a_forked_child_and_its_parent_exclude_each_other(
-    backend: SharedMemoryJournalBackend,
-) -> None:
-    assert robust_mutex.try_lock(backend._pinned[1]) == 0  # as if this process were mid-append
-    try:
-        pid = os.fork()
-        if pid == 0:  # the child: waits for the parent's lock, then appends
-            try:
-                backend.append_logs([{"from": "child"}])
-            finally:
-                os._exit(0)
-        time.sleep(0.3)
-        assert len(backend) == 0, "the child appended while the parent held the lock"
-    finally:
-        robust_mutex.unlock(backend._pinned[1])
-    wait_for(lambda: len(backend) == 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert list(backend.read_logs(0)) == [{"from": "child"}]
+@pytest.mark.parametrize("kind", LOCKING_KINDS)
+def test_a_forked_child_and_its_parent_exclude_each_other(kind: str) -> None:
+    with journal_class(kind)() as backend:
+        take_lock(backend)  # as if this process were mid-append
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: waits for the parent's lock, then appends
+                try:
+                    backend.append_logs([{"from": "child"}])
+                finally:
+                    os._exit(0)
+            time.sleep(0.3)
+            assert len(backend) == 0, "the child appended while the parent held the lock"
+        finally:
+            release_lock(backend)
+        wait_for(lambda: len(backend) == 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert list(backend.read_logs(0)) == [{"from": "child"}]
 
 
 def test_own_appends_read_back_in_order_between_other_writers(
@@ -249,11 +275,11 @@ def test_a_read_interrupted_half_way_leaves_the_cursor_sound(
 
 INTERRUPTED_APPENDS = textwrap.dedent(
     """
-    import errno, random, signal, threading, time
-    from optspec.storage import robust_mutex
-    from optspec.storage.journal import SharedMemoryJournalBackend
+    import errno, random, signal, sys, threading, time
+    from optspec.storage.select import journal_class
+    from tests.test_journal import lock_is_free
 
-    journal = SharedMemoryJournalBackend()
+    journal = journal_class(sys.argv[1])()
     main, stop = threading.main_thread().ident, threading.Event()
 
     def interrupt_often():
@@ -271,12 +297,10 @@ INTERRUPTED_APPENDS = textwrap.dedent(
         except KeyboardInterrupt:
             interrupts += 1
             # Nothing else appends: a busy lock now is one this thread leaked.
-            error = robust_mutex.try_lock(journal._pinned[1])
-            if error:
+            if not lock_is_free(journal):
                 print("lock left held after", interrupts, "interrupts", flush=True)
                 stop.set()
                 raise SystemExit(1)
-            robust_mutex.unlock(journal._pinned[1])
     stop.set()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     print("ok", interrupts, len(journal), flush=True)
@@ -285,9 +309,11 @@ INTERRUPTED_APPENDS = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_appends_interrupted_by_ctrl_c_never_leave_the_lock_held() -> None:
+# Only memfd promises it: its unlock is a C call that no signal can precede (see portable.py).
+@pytest.mark.parametrize("kind", ["memfd"])
+def test_appends_interrupted_by_ctrl_c_never_leave_the_lock_held(kind: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_APPENDS],
+        [sys.executable, "-c", INTERRUPTED_APPENDS, kind],
         capture_output=True,
         text=True,
         timeout=120,
@@ -300,9 +326,9 @@ CLOSE_WHILE_WAITING = textwrap.dedent(
     """
     import os, threading, time
     from optspec.storage import robust_mutex
-    from optspec.storage.journal import SharedMemoryJournalBackend
+    from optspec.storage.memfd import MemfdJournal
 
-    journal = SharedMemoryJournalBackend()
+    journal = MemfdJournal()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # holds the lock for a while, as a slow writer would
@@ -457,7 +483,7 @@ def test_a_writer_killed_mid_append_leaves_no_trace_and_no_lock() -> None:
 
 
 def hold_the_lock_until_killed(journal: SharedMemoryJournalBackend, holding: Any) -> None:
-    assert robust_mutex.try_lock(journal._pinned[1]) == 0
+    take_lock(journal)
     holding.set()
     time.sleep(JOIN_TIMEOUT * 2)
 
@@ -468,8 +494,9 @@ def append_one(journal: SharedMemoryJournalBackend, results: Any) -> None:
 
 
 @pytest.mark.slow
-def test_the_lock_of_a_process_killed_holding_it_passes_on() -> None:
-    with SharedMemoryJournalBackend() as journal:
+@pytest.mark.parametrize("kind", LOCKING_KINDS)
+def test_the_lock_of_a_process_killed_holding_it_passes_on(kind: str) -> None:
+    with journal_class(kind)() as journal:
         journal.append_logs([{"before": "the holder"}])
         holding, results = spawn.Event(), spawn.Queue()
         holder = start(hold_the_lock_until_killed, journal, holding)
@@ -589,49 +616,66 @@ def shm_entries() -> set[str]:
     return {e for e in os.listdir("/dev/shm") if not e.startswith("sem.mp-")}
 
 
-def holders_of_memfd(name: str) -> list[str]:
-    """Every /proc/PID/fd link or mapping that still points at the memfd called ``name``."""
+def holders_of_journal(pid: int) -> list[str]:
+    """Every /proc/PID/fd link or mapping that still points at a journal that ``pid`` made.
+
+    A memfd journal shows as ``/memfd:optspec-journal-PID``, a portable one as the deleted
+    file ``.../optspec-journal-PID-XXXX (deleted)``.
+    """
+    name = f"optspec-journal-{pid}"
     found = []
     for link in glob.glob("/proc/[0-9]*/fd/*"):
         try:
-            if f"/memfd:{name} " in os.readlink(link) + " ":
+            if f"/memfd:{name} " in os.readlink(link) + " " or f"/{name}-" in os.readlink(link):
                 found.append(link)
         except OSError:
             pass  # the fd or process went away while we looked
     for maps in glob.glob("/proc/[0-9]*/maps"):
         try:
-            if f"/memfd:{name} " in Path(maps).read_text() + " ":
-                found.append(maps)
+            text = Path(maps).read_text()
         except OSError:
-            pass
+            continue
+        if f"/memfd:{name} " in text + " " or f"/{name}-" in text:
+            found.append(maps)
     return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 CREATOR = textwrap.dedent(
     """
     import sys
-    from optspec.storage.journal import SharedMemoryJournalBackend
+    from optspec.storage.select import SharedMemoryJournalBackend
 
     with SharedMemoryJournalBackend(initial_size=1 << 20) as journal:
         journal.append_logs([{"pad": "x" * 1000}] * 2000)
-        print("ready", flush=True)
+        manager = getattr(journal, "_manager", None)  # the manager journal's server process
+        print("ready", manager._process.pid if manager else 0, flush=True)
         sys.stdin.readline()  # wait for the test: it checks the journal exists, then acts
         raise RuntimeError("boom")
     """
 )
 
 
-def run_creator(how: str) -> bytes:
+def run_creator(how: str, tmp_path: Path) -> bytes:
     creator = subprocess.Popen(
         [sys.executable, "-c", CREATOR],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # a temp directory of its own, to inspect
     )
     try:
         assert creator.stdin is not None and creator.stdout is not None
-        assert creator.stdout.readline() == b"ready\n"
-        assert holders_of_memfd(f"optspec-journal-{creator.pid}")
+        ready, server = creator.stdout.readline().split()
+        assert ready == b"ready"
+        server_pid = int(server)
+        assert holders_of_journal(creator.pid) or alive(server_pid)
         if how == "sigkill":
             creator.kill()
         elif how == "sigint":
@@ -644,17 +688,20 @@ def run_creator(how: str) -> bytes:
         creator.kill()
         creator.wait()
     assert creator.returncode != 0
-    assert holders_of_memfd(f"optspec-journal-{creator.pid}") == []
+    assert holders_of_journal(creator.pid) == []
+    if server_pid:
+        wait_for(lambda: not alive(server_pid))
     assert creator.stderr is not None
     return creator.stderr.read()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["raise", "sigint", "sigkill"])
-def test_nothing_left_behind_when_the_creator_dies(how: str) -> None:
+def test_nothing_left_behind_when_the_creator_dies(how: str, tmp_path: Path) -> None:
     before = shm_entries()
-    stderr = run_creator(how)
+    stderr = run_creator(how, tmp_path)
     assert shm_entries() - before == set()
+    assert list(tmp_path.iterdir()) == []
     expected = {"raise": b"RuntimeError: boom", "sigint": b"KeyboardInterrupt", "sigkill": b""}
     assert expected[how] in stderr
 
@@ -664,9 +711,17 @@ def test_nothing_left_behind_after_close() -> None:
     journal = SharedMemoryJournalBackend()
     journal.append_logs([{"pad": "x" * 10_000}])
     attached = pickle.loads(pickle.dumps(journal))
-    name = f"optspec-journal-{os.getpid()}"
-    assert holders_of_memfd(name)
+    manager = getattr(journal, "_manager", None)
+    assert holders_of_journal(os.getpid()) or manager
     attached.close()
     journal.close()
-    assert holders_of_memfd(name) == []
+    assert holders_of_journal(os.getpid()) == []
+    if manager is not None:
+        wait_for(lambda: not manager._process.is_alive())
     assert shm_entries() - before == set()
+
+
+def test_the_kind_is_the_one_asked_for() -> None:
+    with SharedMemoryJournalBackend() as journal:
+        assert journal.kind == chosen_kind()
+        assert isinstance(journal, SharedMemoryJournalBackend)

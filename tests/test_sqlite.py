@@ -402,11 +402,11 @@ def test_load_picks_a_study_by_name_or_names_the_choices(tmp_path: Path) -> None
 
 
 def test_default_backend_is_shared_memory(study_db: Path) -> None:
-    from optspec.storage import journal
+    from optspec import SharedMemoryJournalBackend
 
     backend, study = load_from_sqlite(study_db)
     try:
-        assert isinstance(backend, journal.SharedMemoryJournalBackend)
+        assert isinstance(backend, SharedMemoryJournalBackend)
         assert len(study.trials) == 12
     finally:
         backend.close()

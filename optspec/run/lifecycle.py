@@ -239,7 +239,7 @@ def _start_worker_server() -> None:
 
 
 def _new_journal() -> Any:
-    from optspec.storage.journal import SharedMemoryJournalBackend
+    from optspec.storage.select import SharedMemoryJournalBackend
 
     try:
         return SharedMemoryJournalBackend()

@@ -1,10 +1,31 @@
-"""A JournalStorage backend in shared memory, for worker processes on one machine.
+"""The shared journal: one design, several ways to share its memory and lock.
 
-Memory
-    One anonymous memory file (``os.memfd_create``), mapped by every process::
+This module is the design every process-shared journal follows: the record format, the
+read cursor, the publication rule and the contract of :class:`SharedJournal`. How the memory
+is shared and locked depends on the platform; :mod:`optspec.storage.select` picks one:
+
+``memfd`` (:mod:`optspec.storage.memfd`)
+    Linux: an anonymous memory file and a robust pthread mutex in its header. Fastest.
+``portable`` (:mod:`optspec.storage.portable`)
+    Any POSIX (macOS, BSD): an already-unlinked temporary file, handed to workers as a
+    descriptor, with a POSIX record lock on it. The OS drops the lock when its holder dies.
+``manager`` (:mod:`optspec.storage.manager`)
+    Anywhere (Windows): a list held by a multiprocessing manager process. Slow, correct.
+
+Contract (:class:`SharedJournal`)
+    An Optuna ``BaseJournalBackend`` with one global log order for all processes, in which a
+    process reads its own append back. It pickles to a small handle that unpickles attached
+    to the same journal (in this process, or one started with ``spawn`` or ``forkserver``);
+    ``close()`` detaches (in the creator it also frees the memory once others have detached or
+    exited); ``len()`` counts the logs and ``logs()`` iterates over all of them in order. A
+    writer killed mid-append leaves nothing visible and no lock held. Nothing outlives the
+    processes using it: no name in /dev/shm or the temp directory, whatever way they end.
+
+Memory of a mapped journal (:class:`MappedJournal`: memfd and portable)
+    One file, mapped by every process::
 
         0       8           16        64              128         PAGESIZE
-        | magic | end (u64) | unused  | mutex         | unused ... |
+        | magic | end (u64) | unused  | lock area     | unused ... |
         PAGESIZE
         | len (u32) | marshal(log) | len | marshal(log) | ...
 
@@ -12,22 +33,24 @@ Memory
     may see lies below it; bytes above it are free space or a dead writer's leftovers.
 
 Publishing
-    ``append_logs`` takes the mutex, writes its records at ``end``, and only then stores the
+    ``append_logs`` takes the lock, writes its records at ``end``, and only then stores the
     new ``end`` with one aligned 8-byte store. A reader therefore sees a batch entirely or
     not at all, and a writer killed half-way leaves nothing visible: the next writer starts
     at the same ``end`` and overwrites the garbage. One lock over the whole append gives one
     global log order, and because ``end`` is shared memory a process sees its own append as
-    soon as the call returns. On x86 a store never overtakes an earlier one, so readers take
-    no lock to observe ``end``. On other CPUs (ARM) a reader that finds ``end`` moved reads it
-    again under the mutex, which orders it after the writer's record stores (untested here:
-    this project's machines are x86-64).
+    soon as the call returns.
 
-Locking
-    A robust, process-shared pthread mutex in the header (:mod:`optspec.storage.robust_mutex`).
-    When its holder dies, even by SIGKILL, the kernel hands it to the next locker with
-    "owner died" instead of leaving it held forever, as a ``multiprocessing.Lock`` would; the
-    protocol above means there is nothing to repair. Taking it free costs no system call,
-    where ``fcntl.flock`` cost two per append, and it excludes threads of one process too.
+Ordering on weakly ordered CPUs (ARM, POWER)
+    A reader's first look at ``end`` takes no lock: it only decides whether anything is new,
+    and a stale answer is merely "not yet". When ``end`` has moved, the reader must also see
+    the record bytes below it. On x86 (total store order) a store never overtakes an earlier
+    one, so the value read is enough. Everywhere else the reader reads ``end`` again *under
+    the writers' lock* (:meth:`MappedJournal._published_end`): the writer's unlock is a
+    release and the reader's lock an acquire (a pthread mutex, or the kernel's own barriers
+    around a record lock), so every record store before the writer's unlock happens-before
+    the reader's loads. Correct by construction, not by the CPU being kind; the price is one
+    lock per read that finds something new, never for the read that finds nothing. Records
+    below ``end`` never change, so they are decoded outside the lock.
 
 Reading
     Each process keeps a cursor: how many logs it has indexed and the byte offset after
@@ -47,20 +70,9 @@ Reading back one's own appends
     decoded from memory.
 
 Growth
-    The writer that needs room extends the file with ``posix_fallocate`` (doubling) and maps
-    it again; readers map again when ``end`` passes their mapping. Allocating before touching
-    the pages turns "out of memory" into a ``MemoryError`` instead of a SIGBUS.
-
-Sharing, and why nothing leaks
-    The memory file has no name. A pickled backend is a handle ``(pid, fd, st_dev, st_ino)``;
-    unpickling opens ``/proc/<pid>/fd/<fd>``, which reopens that same memory, and checks the
-    inode so a reused pid or fd is refused. The memory lives exactly as long as some process
-    holds a descriptor or a mapping, and the kernel closes those on any exit: normal,
-    exception, Ctrl-C, crash or SIGKILL. There is nothing in ``/dev/shm`` to unlink and no
-    resource tracker. ``close()`` releases this process's share; in the creator that is the
-    last reference once workers have closed or exited. Attaching needs the handle's process
-    to be alive, which holds for workers that the controller starts (the controller pickles
-    the handle). The price is Linux only.
+    The writer that needs room extends the file (doubling) and maps it again; readers map
+    again when ``end`` passes their mapping. Allocating before touching the pages turns "out
+    of memory" into a ``MemoryError`` instead of a SIGBUS where the OS can allocate up front.
 
 Encoding
     ``marshal`` format 2: about 5x faster than JSON for these small dicts, and logs hold only
@@ -68,12 +80,12 @@ Encoding
     use; skipping their bookkeeping makes each append cheaper.) Values marshal refuses
     (Optuna's ``IntEnum`` op codes and states) are written as JSON would write them. Unlike a
     JSON journal, tuples and non-string dict keys read back as they were written (as from
-    Optuna's in-memory storage).
+    Optuna's in-memory storage). Every kind of journal stores the same records.
 
 Forking
-    Not how optspec starts workers, but harmless: the mutex is in shared memory, so a forked
-    child and its parent exclude each other; an at-fork hook gives the child a fresh cursor
-    lock, since another thread may have held the parent's at the fork.
+    Not how optspec starts workers, but harmless: the lock lives in shared memory or belongs
+    to a process, so a forked child and its parent exclude each other; an at-fork hook gives
+    the child a fresh cursor lock, since another thread may have held the parent's at the fork.
 """
 
 from __future__ import annotations
@@ -84,89 +96,154 @@ import json
 import marshal
 import mmap
 import os
+import platform
 import struct
 import threading
 import weakref
 from array import array
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from optuna.storages.journal import BaseJournalBackend
 
-from optspec.storage import robust_mutex
+from optspec import platform as optspec_platform
 
-__all__ = ["InProcessJournalBackend", "SharedMemoryJournalBackend"]
+__all__ = ["InProcessJournalBackend", "MappedJournal", "SharedJournal"]
 
-_MAGIC = b"optspecJ"
+MAGIC = b"optspecJ"
 # Seen as uint64s, the header holds the published end offset at index 1; the hot paths write
 # that index as a literal, since a global lookup shows in their profiles.
-_MUTEX_OFFSET = 64  # a cache line of its own, away from ``end`` which readers poll
-_HEADER_SIZE = mmap.PAGESIZE
+LOCK_OFFSET = 64  # a cache line of its own, away from ``end`` which readers poll
+HEADER_SIZE = mmap.PAGESIZE
+DEFAULT_INITIAL_SIZE = 1 << 20
 _LENGTH = struct.Struct("<I")
 _pack_length = _LENGTH.pack
 _unpack_length = _LENGTH.unpack_from
 _dumps = marshal.dumps
 _loads = marshal.loads
 _MARSHAL_VERSION = 2
-_try_lock_mutex = robust_mutex.try_lock
-_unlock_mutex = robust_mutex.unlock
-_DEFAULT_INITIAL_SIZE = 1 << 20
 # x86 never lets a store overtake an earlier one, so a reader that sees a new ``end`` sees the
-# records below it. Other CPUs (ARM) may, so there a reader reads ``end`` under the mutex.
-_STORES_IN_ORDER = os.uname().machine in ("x86_64", "AMD64", "i686", "i386")
+# records below it. Other CPUs (ARM) may, so there a reader reads ``end`` under the lock.
+# platform.machine(), not os.uname(): it exists on Windows too.
+STORES_IN_ORDER = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386", "x86")
 # Types whose values cannot change once appended: a log holding only these may be handed
 # back to the process that appended it without decoding (see "Reading back one's own appends").
 _IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 _NOTHING: Sequence[dict[str, Any]] = ()
 
 
-class SharedMemoryJournalBackend(BaseJournalBackend):
-    """Optuna journal in memory shared by processes; see the module docstring.
+class SharedJournal(BaseJournalBackend):
+    """The contract every shared journal keeps; see the module docstring.
 
-    ``SharedMemoryJournalBackend()`` creates a journal. Pickling gives a small handle that
-    unpickles attached to the same journal, in this process or in one started with ``spawn``
-    or ``forkserver``. Use it as a context manager or call :meth:`close`.
+    Create one with ``optspec.SharedMemoryJournalBackend()``, which picks the kind.
     """
 
-    def __init__(self, initial_size: int = _DEFAULT_INITIAL_SIZE) -> None:
-        fd = os.memfd_create(f"optspec-journal-{os.getpid()}", os.MFD_CLOEXEC)
+    #: The name ``OPTSPEC_JOURNAL`` gives this kind of journal.
+    kind: ClassVar[str] = ""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def logs(self) -> Iterator[dict[str, Any]]:
+        """Every log in order, as published when the iteration starts."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Detach this process; the memory is freed when the last process has detached."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MappedJournal(SharedJournal):
+    """The journal in one file mapped by every process; subclasses share and lock it.
+
+    A subclass provides the file (``_create_file``), the lock (``_lock_token``, ``_acquire``,
+    ``_release``), how the file grows (``_allocate``) and the pickled handle (``__reduce__``);
+    it calls :meth:`_attach` with its descriptor, the header already written.
+    """
+
+    def __init__(self, initial_size: int = DEFAULT_INITIAL_SIZE) -> None:
+        fd = self._create_file()
         try:
-            _allocate(fd, 0, max(_page_round(initial_size), 2 * _HEADER_SIZE))
-            with mmap.mmap(fd, _HEADER_SIZE) as header:
-                anchor, address = robust_mutex.pin(header, _MUTEX_OFFSET)
-                robust_mutex.initialize(address)
-                del anchor
+            self._allocate(fd, 0, max(page_round(initial_size), 2 * HEADER_SIZE))
+            with mmap.mmap(fd, HEADER_SIZE) as header:
+                self._initialize_lock(header)
                 # The magic goes last: a header without it is never attached to.
-                header[:16] = _MAGIC + _HEADER_SIZE.to_bytes(8, "little")  # magic, end
+                header[:16] = MAGIC + HEADER_SIZE.to_bytes(8, "little")  # magic, end
         except BaseException:
             os.close(fd)
             raise
         self._attach(fd)
 
+    # -- what a subclass provides ---------------------------------------------------------------
+
+    def _create_file(self) -> int:
+        raise NotImplementedError
+
+    def _allocate(self, fd: int, offset: int, length: int) -> None:
+        raise NotImplementedError
+
+    def _initialize_lock(self, header: mmap.mmap) -> None:
+        """Prepare the lock area of a new journal's header (before anyone can see it)."""
+
+    def _attach_lock(self) -> None:
+        """Set up this process's side of the lock, once ``_header`` is mapped."""
+
+    def _lock_token(self) -> tuple[Any, Any]:
+        """``(keep, lock)``: ``lock`` is what ``_acquire`` and ``_release`` take, and ``keep``
+        keeps alive what it refers to (the caller holds it while it uses the lock), even if
+        another thread closes the journal meanwhile. Raises ValueError once it is closed.
+
+        Taken before the ``try`` that releases.
+        """
+        raise NotImplementedError
+
+    def _acquire(self, lock: Any) -> None:
+        raise NotImplementedError
+
+    def _release(self, lock: Any) -> None:
+        """Release the lock; harmless when this thread does not hold it.
+
+        It runs in ``finally`` also when a signal's exception came before the lock was
+        taken: leaking the lock would hang every process, so releasing must never fail. Best
+        a C function: Python runs signal handlers as a Python function starts, so one could
+        raise before its first line.
+        """
+        raise NotImplementedError
+
+    def _detach_lock(self) -> None:
+        """Called by close(): appends from here on must find the journal closed."""
+
+    # -- attaching --------------------------------------------------------------------------------
+
     def _attach(self, fd: int) -> None:
+        """Map the journal that ``fd`` (now owned by this object) refers to."""
         self._fd = fd
         self._finalizer = weakref.finalize(self, os.close, fd)
         stat = os.fstat(fd)
         self._identity = (stat.st_dev, stat.st_ino)
-        self._header = mmap.mmap(fd, _HEADER_SIZE)
-        if self._header[: len(_MAGIC)] != _MAGIC:
+        self._header = mmap.mmap(fd, HEADER_SIZE)
+        if self._header[: len(MAGIC)] != MAGIC:
             self._header.close()
             self._finalizer()
             raise OSError(errno.EINVAL, "not an optspec journal")
         self._end: Any = memoryview(self._header).cast("Q")
-        # (anchor, address): whoever uses the address holds the anchor, which keeps the header
-        # mapped; close() in another thread then cannot unmap the mutex under a waiter.
-        self._pinned: tuple[Any, int] = robust_mutex.pin(self._header, _MUTEX_OFFSET)
         self._data = mmap.mmap(fd, stat.st_size)
         self._lock = threading.Lock()  # guards the cursor
         # Cursor: logs indexed so far, the byte after them, and where each one starts.
         self._count = 0
-        self._offset = _HEADER_SIZE
+        self._offset = HEADER_SIZE
         self._index = array("Q")
         # This process's latest single-log append, (start, stop, log), until read back.
         self._own: tuple[int, int, dict[str, Any]] | None = None
-        _open_backends.add(self)
+        self._attach_lock()
+        _open_journals.add(self)
 
     # -- BaseJournalBackend ------------------------------------------------------------------
 
@@ -177,7 +254,7 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             return _NOTHING
         with self._lock:
             own, self._own = self._own, None  # before ``end``: its record is below that end
-            end = self._end[1] if _STORES_IN_ORDER else self._published_end()
+            end = self._end[1] if STORES_IN_ORDER else self._published_end()
             if log_number_from != self._count:
                 return self._reread(log_number_from, end)
             if own is None or own[0] < self._offset:  # none, or already read from memory
@@ -196,18 +273,14 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         if len(logs) == 1:
             log = logs[0].copy()  # ours from here: the caller may change theirs
-            record = _encode(log)
+            record = encode(log)
             own = log if _IMMUTABLE.issuperset(map(type, log.values())) else _frozen(log)
         else:
-            record = b"".join([_encode(log.copy()) for log in logs])
+            record = b"".join([encode(log.copy()) for log in logs])
             own = None
-        _anchor, mutex = self._pinned  # the anchor is held, not used: see _attach
-        if not mutex:
-            raise ValueError("journal is closed")
+        _keep, lock = self._lock_token()
         try:
-            error = _try_lock_mutex(mutex)
-            if error:  # busy, or its holder died: that holder's unpublished bytes are dead
-                robust_mutex.acquire(mutex, error)
+            self._acquire(lock)  # a dead holder's unpublished bytes are dead: see Publishing
             end = self._end[1]
             stop = end + len(record)
             data = self._data
@@ -216,9 +289,7 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             data[end:stop] = record
             self._end[1] = stop  # publish: the batch becomes visible here
         finally:
-            # Also when a signal's exception came before the mutex was ours: unlocking is
-            # then refused, harmlessly, and leaking it would hang every process.
-            _unlock_mutex(mutex)
+            self._release(lock)
         if own is not None:
             self._own = (end, stop, own)
 
@@ -230,40 +301,27 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
             return self._count
 
     def logs(self) -> Iterator[dict[str, Any]]:
-        """Every log in order, as published when the iteration starts."""
         with self._lock:
             end = self._published_end()
             data = self._map_at_least(end)
         # Decoded lazily: a dump of a large study need not hold every log twice.
-        return _decode(data, _HEADER_SIZE, end)
+        return decode_records(data, HEADER_SIZE, end)
 
     def close(self) -> None:
-        """Detach this process; the memory is freed when the last process has detached."""
         if self._fd < 0:
             return
-        _open_backends.discard(self)
-        self._pinned = (None, 0)  # appends from here on find the journal closed
+        _open_journals.discard(self)
+        self._detach_lock()
         self._own = None
         self._end.release()
         self._end = _Closed()
-        # An append in another thread may hold the mutex's anchor: the header is then unmapped
-        # when that thread lets go of it, not under its feet.
+        # An append in another thread may hold a view of the header (the lock's token): the
+        # header is then unmapped when that thread lets go of it, not under its feet.
         with contextlib.suppress(BufferError):
             self._header.close()
         self._data.close()
         self._fd = -1
         self._finalizer()
-
-    def __enter__(self) -> SharedMemoryJournalBackend:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __reduce__(self) -> tuple[Any, tuple[int, int, int, int]]:
-        if self._fd < 0:
-            raise ValueError("cannot pickle a closed journal")
-        return _attach_to, (os.getpid(), self._fd, *self._identity)
 
     def __repr__(self) -> str:
         state = "closed" if self._fd < 0 else f"end={self._end[1]}"
@@ -302,7 +360,7 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         self._index_to_end(end)
         if log_number_from >= self._count:
             return []
-        return list(_decode(self._data, self._index[log_number_from], self._offset))
+        return list(decode_records(self._data, self._index[log_number_from], self._offset))
 
     def _index_to_end(self, end: int) -> None:
         """Move the cursor to ``end``, noting record offsets but decoding nothing."""
@@ -336,21 +394,17 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
     def _published_end(self) -> int:
         """``end``, such that this thread sees every record below it.
 
-        On x86 reading it is enough. Elsewhere it is read under the mutex: no writer is then
-        half-way, and taking the mutex orders this thread after the last writer's stores.
+        On x86 reading it is enough. Elsewhere it is read under the lock: no writer is then
+        half-way, and taking the lock orders this thread after the last writer's stores.
         """
-        if _STORES_IN_ORDER:
+        if STORES_IN_ORDER:
             return self._end[1]
-        _anchor, mutex = self._pinned  # held, not used: see _attach
-        if not mutex:
-            raise ValueError("journal is closed")
+        _keep, lock = self._lock_token()
         try:
-            error = _try_lock_mutex(mutex)
-            if error:
-                robust_mutex.acquire(mutex, error)
+            self._acquire(lock)
             return self._end[1]
         finally:
-            _unlock_mutex(mutex)
+            self._release(lock)
 
     def _map_at_least(self, size: int) -> mmap.mmap:
         data = self._data
@@ -359,11 +413,11 @@ class SharedMemoryJournalBackend(BaseJournalBackend):
         return data
 
     def _grow(self, needed: int) -> mmap.mmap:
-        """Make the file hold ``needed`` bytes and map it; the caller holds the mutex."""
+        """Make the file hold ``needed`` bytes and map it; the caller holds the lock."""
         size = os.fstat(self._fd).st_size  # another process may have grown it already
         if size < needed:
-            new_size = max(_page_round(needed), 2 * size)
-            _allocate(self._fd, size, new_size - size)
+            new_size = max(page_round(needed), 2 * size)
+            self._allocate(self._fd, size, new_size - size)
             size = new_size
         # Callers use the returned map: a reader thread may replace self._data meanwhile.
         data = self._data = mmap.mmap(self._fd, size)
@@ -381,25 +435,18 @@ class _Closed:
         raise ValueError("journal is closed")
 
 
-def _attach_to(pid: int, fd: int, st_dev: int, st_ino: int) -> SharedMemoryJournalBackend:
-    """Unpickle: open the journal that ``fd`` of process ``pid`` refers to."""
-    try:
-        own_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise OSError(
-            errno.ENOENT,
-            f"cannot attach to the journal: process {pid} has exited or closed it",
-        ) from None
-    stat = os.fstat(own_fd)
-    if (stat.st_dev, stat.st_ino) != (st_dev, st_ino):
-        os.close(own_fd)
-        raise OSError(errno.ESTALE, f"cannot attach to the journal: process {pid} no longer has it")
-    backend = SharedMemoryJournalBackend.__new__(SharedMemoryJournalBackend)
-    backend._attach(own_fd)  # owns own_fd from here on, closing it if attaching fails
-    return backend
+def check_identity(fd: int, identity: tuple[int, int], source: str) -> None:
+    """Close ``fd`` and raise unless it is the journal file ``identity`` (st_dev, st_ino) names."""
+    stat = os.fstat(fd)
+    if (stat.st_dev, stat.st_ino) != identity:
+        os.close(fd)
+        raise OSError(errno.ESTALE, f"cannot attach to the journal: {source} no longer has it")
 
 
-def _encode(log: dict[str, Any]) -> bytes:
+# -- records -------------------------------------------------------------------------------
+
+
+def encode(log: dict[str, Any]) -> bytes:
     """One log as it is stored: its length, then its marshal encoding.
 
     ``log`` must be a copy the caller owns: its IntEnums are replaced by their ints. marshal
@@ -434,38 +481,39 @@ def _frozen(log: dict[str, Any]) -> dict[str, Any] | None:
     return log
 
 
-def _decode(data: mmap.mmap, pos: int, end: int) -> Iterator[dict[str, Any]]:
+def decode_records(data: Any, pos: int, end: int) -> Iterator[dict[str, Any]]:
+    """The logs of the records in ``data[pos:end]``, in order."""
     while pos < end:
         start = pos + 4
         pos = start + _unpack_length(data, pos)[0]
         yield _loads(data[start:pos])
 
 
-def _allocate(fd: int, offset: int, length: int) -> None:
-    # Reserve the pages now: touching an unbacked page of a memory file raises SIGBUS.
-    try:
-        os.posix_fallocate(fd, offset, length)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-            raise
-        raise MemoryError(
-            f"shared-memory journal cannot grow to {offset + length} bytes: {exc.strerror}"
-        ) from exc
+def decode_record(record: bytes) -> dict[str, Any]:
+    """The log of one record as :func:`encode` made it."""
+    return _loads(memoryview(record)[4:])
 
 
-def _page_round(size: int) -> int:
+def page_round(size: int) -> int:
     return -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
-_open_backends: weakref.WeakSet[SharedMemoryJournalBackend] = weakref.WeakSet()
+def memory_error(offset: int, length: int, exc: OSError) -> MemoryError | None:
+    """The MemoryError for ``exc`` from growing a journal, or None if ``exc`` is another error."""
+    if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+        return None
+    return MemoryError(f"shared journal cannot grow to {offset + length} bytes: {exc.strerror}")
+
+
+_open_journals: weakref.WeakSet[MappedJournal] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    for backend in list(_open_backends):
-        backend._after_fork_in_child()
+    for journal in list(_open_journals):
+        journal._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+optspec_platform.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class InProcessJournalBackend(BaseJournalBackend):

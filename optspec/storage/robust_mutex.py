@@ -31,8 +31,11 @@ _PTHREAD_MUTEX_ROBUST = 1
 
 # Two views of the C library: calls through CDLL release the GIL, calls through PyDLL keep
 # it. Keeping it is cheaper, and right for anything that cannot block for long.
-_libc = ctypes.CDLL(None)
-_libc_holding_gil = ctypes.PyDLL(None)
+try:
+    _libc = ctypes.CDLL(None)
+    _libc_holding_gil = ctypes.PyDLL(None)
+except (OSError, TypeError) as exc:  # Windows: no C library to load by the name None
+    raise ImportError(f"no C library with pthreads ({exc})") from None
 
 
 def _function(library: ctypes.CDLL, name: str) -> Any:
@@ -42,13 +45,17 @@ def _function(library: ctypes.CDLL, name: str) -> Any:
     return function
 
 
-#: ``try_lock(address) -> int``: 0 once held, else an errno; hand that to :func:`acquire`.
-try_lock = _function(_libc_holding_gil, "pthread_mutex_trylock")
-#: ``unlock(address) -> int``
-unlock = _function(_libc_holding_gil, "pthread_mutex_unlock")
-# Waiting must release the GIL: the holder may be another thread of this process.
-_lock = _function(_libc, "pthread_mutex_lock")
-_consistent = _function(_libc_holding_gil, "pthread_mutex_consistent")
+try:
+    #: ``try_lock(address) -> int``: 0 once held, else an errno; hand that to :func:`acquire`.
+    try_lock = _function(_libc_holding_gil, "pthread_mutex_trylock")
+    #: ``unlock(address) -> int``
+    unlock = _function(_libc_holding_gil, "pthread_mutex_unlock")
+    # Waiting must release the GIL: the holder may be another thread of this process.
+    _lock = _function(_libc, "pthread_mutex_lock")
+    _consistent = _function(_libc_holding_gil, "pthread_mutex_consistent")
+    _libc.pthread_mutexattr_setrobust  # noqa: B018 - missing on macOS: no robust mutexes there
+except AttributeError as exc:  # the C library has no robust mutexes (macOS, musl before 1.1)
+    raise ImportError(f"the C library has no robust process-shared mutexes ({exc})") from None
 
 
 def pin(buffer: Any, offset: int) -> tuple[ctypes.c_char, int]:

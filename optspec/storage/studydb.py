@@ -492,7 +492,7 @@ def load_from_sqlite(
     if path.is_file() and path.stat().st_size == 0:
         raise StudyFileError(path, "is empty, not an Optuna study")
     if backend is None:
-        from optspec.storage.journal import SharedMemoryJournalBackend
+        from optspec.storage.select import SharedMemoryJournalBackend
 
         backend = SharedMemoryJournalBackend()
     if next(iter(backend.read_logs(0)), None) is not None:
