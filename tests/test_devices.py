@@ -201,3 +201,23 @@ def test_the_training_example_trains_per_device_prunes_and_keeps_the_best_checkp
     checkpoint = json.loads((trials_dir / str(best.number) / "checkpoint.json").read_text())
     assert checkpoint["val_loss"] == pytest.approx(best.value)
     assert checkpoint["device"] == best.user_attrs["device"]
+
+
+def test_a_declared_device_parameter_keeps_its_placeholder(tmp_path: Path) -> None:
+    """Specs written before slots existed, with a parameter named device, run as before."""
+    import optuna
+
+    from optspec.builtin.objectives import register_objectives
+    from optspec.config import Config
+    from optspec.spec.load import parse_spec
+
+    code = "import json, sys; print(json.dumps(dict(device=sys.argv[1], worker={worker})))"
+    text = (
+        f'version = 1\n[objective]\ncommand = ["{{python}}", "-c", "{code}", "{{device}}"]\n'
+        '[params]\ndevice = "cuda"\n[run]\ndevices = ["7", "9"]\n'
+    )
+    spec = parse_spec(text, path=tmp_path / "study.toml")
+    config = Config(spec, output=tmp_path / "out", worker_index=1, device="9")
+    objective = register_objectives()["command"](spec.objective.options, spec, config)
+    trial = optuna.create_study().ask()
+    assert objective(trial, {"device": "cuda"}) == {"device": "cuda", "worker": 1}

@@ -202,8 +202,9 @@ class CommandObjective:
 
     def _argv(self, params: dict[str, Any], number: int, trial_dir: Path) -> list[str]:
         values = {
-            **params,
+            # A spec that declared its own `device` parameter before slots existed keeps it.
             **self.slot,
+            **params,
             "trial_number": number,
             "trial_dir": str(trial_dir),
             "python": sys.executable,

@@ -54,7 +54,7 @@ __all__ = [
 def trial_summary(trial: FrozenTrial, output: Path | None = None) -> dict[str, Any]:
     """Number, values, params, user attrs; and ``trial_dir`` when the trial's directory under
     ``output`` still exists (``[run] keep_trial_dirs``)."""
-    summary = {
+    summary: dict[str, Any] = {
         "number": trial.number,
         "values": [_json_number(v) for v in trial.values] if trial.values is not None else None,
         "params": trial.params,
