@@ -167,3 +167,13 @@ def test_a_name_the_callable_cannot_be_given_is_a_spec_error(study_dir: Path) ->
     assert "objective.callable: objective() needs 'lr'" in result.stderr
     assert "declared parameter (x, y)" in result.stderr
     assert not (study_dir / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_resumed_study_keeps_the_best_of_all_its_trials(study_dir: Path) -> None:
+    out = run(study_dir, spec_text("objective", "best", n_trials=6))
+    result = optspec("resume", out / "study.db", "--n-trials", "14", "-q", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    study = load(out / "study.db")
+    assert len(study.trials) == 14
+    assert kept(out) == {study.best_trial.number}
