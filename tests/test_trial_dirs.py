@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from tests.test_run import load, optspec
 
 OBJECTIVES = """
-import json
+import json, os
 
 def objective(x, y, trial_dir):
     # A trainer's habit: a checkpoint per trial, next to its own numbers.
@@ -33,7 +33,8 @@ def two(x, y, trial_dir):
 
 def conditional(opt, momentum=None, lr=0.5, trial=None, params=None):
     return {"loss": (momentum if momentum is not None else -1.0) + lr, "opt_seen": opt,
-            "trial_number": trial.number, "n_params": len(params)}
+            "trial_number": trial.number, "n_params": len(params),
+            "worker": os.environ["OPTSPEC_WORKER"]}
 """
 
 
@@ -154,6 +155,7 @@ n_trials = 8
         assert attrs["opt_seen"] == trial.params["opt"]
         assert attrs["trial_number"] == trial.number
         assert attrs["n_params"] == len(trial.params) + 1  # plus the fixed lr
+        assert attrs["worker"] == "0"  # a callable's worker has its index in the environment
         momentum = trial.params.get("momentum", -1.0)  # off: the signature's default, None
         assert trial.value == pytest.approx(momentum + 0.25)
     assert not (out / "trials").exists()  # no trial_dir in the signature: no directory
