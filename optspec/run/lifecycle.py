@@ -91,13 +91,14 @@ def run_study(
     pickled_plugins = _pickle_plugins(plugins)
 
     import optuna
-    from optuna.storages import JournalStorage
+
+    from optspec.storage.indexed import IndexedJournalStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.ExitStack() as stack:
         if storage is None:
             backend = stack.enter_context(_new_journal())
-            study_storage: Any = JournalStorage(backend)
+            study_storage: Any = IndexedJournalStorage(backend)
         else:
             from optspec.storage.remote import open_storage
 

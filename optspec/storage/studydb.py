@@ -50,6 +50,7 @@ from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from optspec.errors import UsageError
+from optspec.storage.indexed import IndexedJournalStorage
 from optspec.storage.optuna_compat import JournalOperation, journal_backend
 
 if TYPE_CHECKING:
@@ -504,7 +505,7 @@ def load_from_sqlite(
         study_name, logs = _logs_from_journal_file(path, study_name)
     backend.append_logs(logs)
     try:
-        study = optuna.load_study(study_name=study_name, storage=JournalStorage(backend))
+        study = optuna.load_study(study_name=study_name, storage=IndexedJournalStorage(backend))
     except (KeyError, ValueError, TypeError) as error:  # rows the replay cannot make sense of
         raise StudyFileError(path, f"holds a study this Optuna cannot read: {error}") from None
     return backend, study

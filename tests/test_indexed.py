@@ -1,0 +1,177 @@
+"""IndexedJournalStorage: WAITING trials found from an index, with JournalStorage's answers.
+
+What the speed relies on: every enqueued trial is still run exactly once when several worker
+processes ask at the same time, a trial enqueued by another process is found, and a study
+runs exactly as it does on Optuna's own JournalStorage. Multi-process tests use real ``spawn``
+processes over the shared-memory journal, as optspec's workers do.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import time
+from typing import Any
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.trial import TrialState
+
+from optspec.storage.indexed import IndexedJournalStorage
+from optspec.storage.journal import InProcessJournalBackend, SharedMemoryJournalBackend
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+spawn = multiprocessing.get_context("spawn")
+TIMEOUT = 60.0
+
+WAITING = (TrialState.WAITING,)
+
+
+def objective(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -10, 10)
+    n = trial.suggest_int("n", 1, 100)
+    kind = trial.suggest_categorical("kind", ["a", "b"])
+    if n % 5 == 0:
+        raise optuna.TrialPruned()
+    return x * x + n + len(kind)
+
+
+def summary(study: optuna.Study) -> list[tuple[Any, ...]]:
+    return [(t.number, t.state, t.params, t.values, t.user_attrs) for t in study.trials]
+
+
+def run_study(storage: Any) -> optuna.Study:
+    """A study mixing enqueued trials, sampled ones and enqueues between optimize calls."""
+    study = optuna.create_study(
+        study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(seed=3)
+    )
+    for x in (1.0, 2.0, 3.0):
+        study.enqueue_trial({"x": x}, user_attrs={"enqueued": x})
+    study.optimize(objective, n_trials=10)
+    study.enqueue_trial({"x": 4.0, "n": 7})
+    study.enqueue_trial({"x": 5.0, "kind": "b"})
+    study.optimize(objective, n_trials=10, catch=(ValueError,))
+    return study
+
+
+def test_a_study_runs_exactly_as_on_optunas_journal_storage() -> None:
+    theirs = run_study(JournalStorage(InProcessJournalBackend()))
+    ours = run_study(IndexedJournalStorage(InProcessJournalBackend()))
+    assert summary(ours) == summary(theirs)
+    assert [t.params["x"] for t in ours.trials[:3]] == [1.0, 2.0, 3.0]
+    assert ours.trials[10].params["x"] == 4.0 and ours.trials[10].params["n"] == 7
+
+
+def test_waiting_trials_answered_as_journal_storage_answers() -> None:
+    backend = InProcessJournalBackend()
+    ours = IndexedJournalStorage(backend)
+    first = ours.create_new_study([optuna.study.StudyDirection.MINIMIZE], "first")
+    second = ours.create_new_study([optuna.study.StudyDirection.MINIMIZE], "second")
+    waiting = optuna.trial.create_trial(state=TrialState.WAITING)
+    # Interleaved studies: the journal's trial ids are not the second study's numbers.
+    for number in range(6):
+        study_id = first if number % 2 else second
+        ours.create_new_trial(study_id, template_trial=waiting if number % 3 else None)
+    theirs = JournalStorage(backend)
+
+    def both(study_id: int, **kwargs: Any) -> tuple[list[Any], list[Any]]:
+        return (
+            [t.number for t in ours.get_all_trials(study_id, **kwargs)],
+            [t.number for t in theirs.get_all_trials(study_id, **kwargs)],
+        )
+
+    for study_id in (first, second):
+        mine, reference = both(study_id, states=WAITING)
+        assert mine == reference and mine
+    ours.set_trial_state_values(2, TrialState.RUNNING)  # trial id 2: second's number 1
+    ours.set_trial_state_values(1, TrialState.COMPLETE, [1.0])
+    for study_id in (first, second):
+        for states in (WAITING, [TrialState.WAITING], None, (TrialState.RUNNING,)):
+            mine, reference = both(study_id, states=states, deepcopy=False)
+            assert mine == reference
+    # A deep copy is the caller's own: changing it changes nothing stored.
+    (copied, *_) = ours.get_all_trials(first, states=WAITING)
+    copied.user_attrs["changed"] = True
+    assert "changed" not in ours.get_trial(copied._trial_id).user_attrs
+    with pytest.raises(KeyError):
+        ours.get_all_trials(99, states=WAITING)
+
+
+def test_a_pickled_storage_indexes_the_study_again() -> None:
+    with SharedMemoryJournalBackend() as backend:
+        storage = IndexedJournalStorage(backend)
+        study = optuna.create_study(study_name="s", storage=storage)
+        study.enqueue_trial({"x": 1.5})
+        assert len(storage.get_all_trials(study._study_id, states=WAITING)) == 1
+        copy = pickle.loads(pickle.dumps(storage))
+        (trial,) = copy.get_all_trials(study._study_id, states=WAITING)
+        assert trial.system_attrs["fixed_params"] == {"x": 1.5}
+        # From a snapshot too, as workers of a large resumed study start.
+        copy.restore_replay_result(pickle.dumps(storage._replay_result))
+        assert len(copy.get_all_trials(study._study_id, states=WAITING)) == 1
+        backend_copy = copy._backend
+        backend_copy.close()
+
+
+def _ask_until_empty(
+    storage: IndexedJournalStorage, enqueued: int, start: Any, results: Any
+) -> None:
+    study = optuna.load_study(study_name="s", storage=storage)
+    start.wait(TIMEOUT)
+    numbers = []
+    while True:
+        trial = study.ask()
+        if trial.number >= enqueued:  # a new trial: nothing waiting was left for it
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        numbers.append(trial.number)
+        study.tell(trial, trial.suggest_float("x", 0, 1000))
+    results.put(numbers)
+
+
+def test_enqueued_trials_are_run_once_across_processes() -> None:
+    count = 300
+    with SharedMemoryJournalBackend() as backend:
+        storage = IndexedJournalStorage(backend)
+        study = optuna.create_study(study_name="s", storage=storage)
+        for x in range(count):
+            study.enqueue_trial({"x": float(x)})
+        start, results = spawn.Event(), spawn.Queue()
+        args = (storage, count, start, results)
+        workers = [spawn.Process(target=_ask_until_empty, args=args, daemon=True) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        start.set()
+        popped = [results.get(timeout=TIMEOUT) for _ in workers]
+        for worker in workers:
+            worker.join(TIMEOUT)
+        numbers = sorted(number for numbers in popped for number in numbers)
+        assert numbers == list(range(count))  # each enqueued trial once, by one process
+        assert sum(1 for numbers in popped if numbers) >= 2  # they did compete
+        complete = study.get_trials(states=(TrialState.COMPLETE,))
+        assert sorted(t.params["x"] for t in complete) == [float(x) for x in range(count)]
+
+
+def _enqueue_later(backend: SharedMemoryJournalBackend, ready: Any) -> None:
+    study = optuna.load_study(study_name="s", storage=JournalStorage(backend))
+    ready.wait(TIMEOUT)
+    study.enqueue_trial({"x": 42.0})
+
+
+def test_a_trial_enqueued_by_another_process_is_found() -> None:
+    with SharedMemoryJournalBackend() as backend:
+        study = optuna.create_study(study_name="s", storage=IndexedJournalStorage(backend))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)  # the index is built
+        ready = spawn.Event()
+        process = spawn.Process(target=_enqueue_later, args=(backend, ready), daemon=True)
+        process.start()
+        ready.set()
+        process.join(TIMEOUT)
+        assert process.exitcode == 0
+        deadline = time.monotonic() + TIMEOUT
+        while len(study.get_trials(deepcopy=False)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        trial = study.ask()
+        assert trial.number == 5
+        assert trial.suggest_float("x", 0, 100) == 42.0
