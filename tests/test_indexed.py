@@ -15,11 +15,16 @@ from typing import Any
 
 import optuna
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from optuna.storages import JournalStorage
 from optuna.trial import TrialState
 
 from optspec.storage.indexed import IndexedJournalStorage
 from optspec.storage.journal import InProcessJournalBackend, SharedMemoryJournalBackend
+from optspec.storage.optuna_compat import journal_backend, replay_snapshot
+from optspec.storage.replay import LogReplay, frozen_trial
+from tests.test_sqlite import ListBackend, study_in_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 spawn = multiprocessing.get_context("spawn")
@@ -108,10 +113,9 @@ def test_a_pickled_storage_indexes_the_study_again() -> None:
         (trial,) = copy.get_all_trials(study._study_id, states=WAITING)
         assert trial.system_attrs["fixed_params"] == {"x": 1.5}
         # From a snapshot too, as workers of a large resumed study start.
-        copy.restore_replay_result(pickle.dumps(storage._replay_result))
+        copy.restore_replay_result(replay_snapshot(storage))
         assert len(copy.get_all_trials(study._study_id, states=WAITING)) == 1
-        backend_copy = copy._backend
-        backend_copy.close()
+        journal_backend(copy).close()
 
 
 def _ask_until_empty(
@@ -175,3 +179,47 @@ def test_a_trial_enqueued_by_another_process_is_found() -> None:
         trial = study.ask()
         assert trial.number == 5
         assert trial.suggest_float("x", 0, 100) == 42.0
+
+
+# --------------------------------------------------------------------------------------------
+# LogReplay: the trials JournalStorage would replay, from the logs alone
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(study_in_journal(), st.data())
+def test_log_replay_gives_journal_storages_trials(
+    journal: tuple[ListBackend, str], data: st.DataObject
+) -> None:
+    backend, name = journal
+    logs = backend.read_logs(0)
+    storage = JournalStorage(backend)
+    study_id = storage.get_study_id_from_name(name)
+    expected = storage.get_all_trials(study_id, deepcopy=False)
+
+    replay = LogReplay()
+    finished = replay.apply(logs)
+    assert [frozen_trial(t) for t in replay.study_trials(study_id)] == expected
+    assert [t.trial_id for t in finished] == [
+        t._trial_id for t in expected if t.state.is_finished()
+    ]
+
+    # Following a storage from part-way: the rest of the logs finish the same trials.
+    split = data.draw(st.integers(0, len(logs)))
+    partial = ListBackend()
+    partial._logs = logs[:split]
+    follower, cursor = LogReplay.following(JournalStorage(partial))
+    assert cursor == split
+    reported = [frozen_trial(t) for t in follower.apply(logs[split:])]
+    before = LogReplay()
+    before.apply(logs[:split])
+    finished_before = {t.trial_id for t in before.trials.values() if t.state in (1, 2, 3)}
+    finished_after = [
+        t for t in expected if t.state.is_finished() and t._trial_id not in finished_before
+    ]
+    assert sorted(reported, key=lambda t: t.number) == finished_after
+    # It keeps only what may still change.
+    assert all(t.state not in (1, 2, 3) for t in follower.trials.values())

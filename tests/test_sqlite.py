@@ -428,11 +428,11 @@ def test_failed_insert_leaves_old_file(study_db: Path, monkeypatch: pytest.Monke
     backend = ListBackend()
     build_study(backend, "new", 20)
     # Fails in the middle of the transaction: studies and trials are already inserted.
-    import optspec.storage.studydb
+    import optspec.storage.rows
 
-    broken = dict(optspec.storage.studydb._INSERTS)
+    broken = dict(optspec.storage.rows._INSERTS)
     broken["trial_params"] = "INSERT INTO no_such_table VALUES (?, ?, ?, ?)"
-    monkeypatch.setattr(optspec.storage.studydb, "_INSERTS", broken)
+    monkeypatch.setattr(optspec.storage.rows, "_INSERTS", broken)
 
     with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
         dump_to_sqlite(backend, "new", study_db)

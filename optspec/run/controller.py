@@ -43,12 +43,9 @@ from optspec.run.worker import (
     run_worker,
 )
 from optspec.storage.optuna_compat import (
-    FINISHED_STATES,
-    SET_TRIAL_STATE_VALUES,
     replay_snapshot,
     study_id,
     study_storage,
-    trial_id,
 )
 
 if TYPE_CHECKING:
@@ -68,8 +65,6 @@ objective stops its own process first and records a clearer reason."""
 POLL_INTERVAL = 0.05
 SNAPSHOT_MIN_LOGS = 10_000
 """From this many logs on, workers start from the controller's replayed state."""
-
-
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -93,22 +88,27 @@ def start_worker_server() -> None:
 
 
 class JournalWatcher:
-    """Finished trials, read from the journal as they appear, each reported once."""
+    """Finished trials, read from the journal as they appear, each reported once.
 
-    def __init__(self, backend: Any) -> None:
+    It follows the journal with a :class:`~optspec.storage.replay.LogReplay` from where the
+    controller's storage is when it starts, so the controller neither replays every log
+    through Optuna's JournalStorage nor keeps finished trials: its cost per trial does not
+    grow with the study, and it leaves the CPU to the workers.
+    """
+
+    def __init__(self, backend: Any, storage: Any) -> None:
+        from optspec.storage.replay import LogReplay
 
         # A handle of its own, so its read cursor never competes with the study's storage.
         self._backend = pickle.loads(pickle.dumps(backend))
-        self._cursor = len(self._backend)
+        self._replay, self._cursor = LogReplay.following(storage)
 
-    def finished_trial_ids(self) -> list[int]:
+    def finished_trials(self) -> list[FrozenTrial]:
+        from optspec.storage.replay import frozen_trial
+
         logs = self._backend.read_logs(self._cursor)
         self._cursor += len(logs)
-        return [
-            log["trial_id"]
-            for log in logs
-            if log["op_code"] == SET_TRIAL_STATE_VALUES and log["state"] in FINISHED_STATES
-        ]
+        return [frozen_trial(trial) for trial in self._replay.apply(logs)]
 
     def close(self) -> None:
         self._backend.close()
@@ -130,14 +130,14 @@ class StorageWatcher:
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         return self._study.get_trials(deepcopy=False, states=finished)
 
-    def finished_trial_ids(self) -> list[int]:
+    def finished_trials(self) -> list[FrozenTrial]:
         now = time.monotonic()
         if now < self._next_poll:
             return []
         self._next_poll = now + self.POLL_INTERVAL
         new = [trial for trial in self._finished() if trial.number not in self._seen]
         self._seen.update(trial.number for trial in new)
-        return [trial_id(trial) for trial in new]
+        return new
 
     def close(self) -> None:
         pass
@@ -218,7 +218,9 @@ class Controller:
         run = self.config.spec.run
         started = time.monotonic()
         watcher = (
-            JournalWatcher(self.backend) if self.backend is not None else StorageWatcher(self.study)
+            JournalWatcher(self.backend, self.storage)
+            if self.backend is not None
+            else StorageWatcher(self.study)
         )
         try:
             with self._signals_handled():
@@ -393,8 +395,7 @@ class Controller:
         if self.join:
             self.failed = self.slots.failures.value
         else:
-            for trial_id in watcher.finished_trial_ids():
-                trial = self.storage.get_trial(trial_id)
+            for trial in watcher.finished_trials():
                 self.finished += 1
                 if trial.state == TrialState.FAIL:
                     self.failed += 1

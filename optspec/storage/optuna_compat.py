@@ -9,6 +9,8 @@ Nothing else in optspec may touch an Optuna name that starts with an underscore.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 # Not re-exported by ``optuna.storages.journal`` (checked: 5.0.0). Logs carry these codes, and
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from optuna.storages.journal import BaseJournalBackend
     from optuna.trial import FrozenTrial
 
+ReplayView = tuple[int, dict[int, FrozenStudy], dict[int, "FrozenTrial"], dict[int, list[int]]]
+
 CHECKED_VERSIONS = ("5.0",)
 """Optuna releases (major.minor) whose private names below were read and tested."""
 
@@ -38,6 +42,7 @@ __all__ = [
     "replay_snapshot",
     "study_id",
     "study_storage",
+    "synced_replay",
     "trial_id",
 ]
 
@@ -91,3 +96,26 @@ def replay_snapshot(storage: JournalStorage) -> bytes:
     with storage._thread_lock:
         return pickle.dumps(storage._replay_result)
 
+
+@contextmanager
+def synced_replay(storage: JournalStorage) -> Iterator[ReplayView]:
+    """``(logs read, studies by id, trials by id, trial ids by study id)`` of ``storage``,
+    synced with its journal and held still (under the storage's lock) for the duration; the
+    caller must not change them.
+
+    Why: a reader that follows the journal from where this storage is (the controller's
+    watcher, :meth:`optspec.storage.replay.LogReplay.following`) must start at a log number
+    consistent with the trials it takes from the storage; no public call gives the log number,
+    and public getters sync again between calls. Checked: Optuna 5.0.0,
+    ``JournalStorage._thread_lock``, ``_sync_with_backend``, ``_replay_result.log_number_read``,
+    ``._studies``, ``._trials``, ``._study_id_to_trial_ids``.
+    """
+    with storage._thread_lock:
+        storage._sync_with_backend()
+        result = storage._replay_result
+        yield (
+            result.log_number_read,
+            result._studies,
+            result._trials,
+            result._study_id_to_trial_ids,
+        )

@@ -7,11 +7,9 @@ tool opens as if ``optuna.copy_study`` had made it. ``optspec resume`` goes the 
 Why not simply call ``optuna.copy_study``? It writes one transaction per trial through the ORM,
 about 10 ms a trial: 17 minutes for 100k trials. Instead:
 
-* The schema, and the ``alembic_version`` and ``version_info`` rows, come from Optuna's own
-  ``RDBStorage``, so the file is stamped exactly as the installed Optuna stamps its files. We only
-  insert rows, which is the part of the format that is stable and easy to check against
-  ``copy_study``. (RDBStorage makes an empty file once per process; each dump starts from a copy
-  of its bytes, as RDBStorage costs more than writing a thousand trials.)
+* The schema, and the ``alembic_version`` and ``version_info`` rows, are the ones the installed
+  Optuna's ``RDBStorage`` makes (:mod:`optspec.storage.schema` writes them directly, checked
+  against RDBStorage by a test), so the file is stamped exactly as Optuna stamps its files.
 * Every row goes in with ``executemany`` in a single transaction, through the stdlib ``sqlite3``.
   The values are encoded the way the ORM encodes them: enums by name, ``inf``/``-inf``/``nan`` as
   NULL plus a type column, datetimes as naive UTC, JSON for attributes and distributions.
@@ -29,29 +27,27 @@ file (Optuna's ``JournalFileBackend`` format), and :func:`load_from_sqlite` acce
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import marshal
 import math
 import os
 import secrets
 import sqlite3
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import optuna
-from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import BaseJournalBackend
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from optspec.errors import UsageError
 from optspec.storage.indexed import IndexedJournalStorage
 from optspec.storage.optuna_compat import JournalOperation, journal_backend
+from optspec.storage.replay import LogReplay
+from optspec.storage.rows import insert_rows, record_rows, study_rows
+from optspec.storage.schema import create_empty_study_file, installed_schema
 
 if TYPE_CHECKING:
     from optspec.storage.optuna_compat import FrozenStudy
@@ -129,11 +125,19 @@ def dump_to_sqlite(
     catches up with the journal instead of replaying it from the start, which is most of the
     cost of a large dump (about 9 s of 11 for 100k trials).
     """
-    if storage is None:
-        storage = JournalStorage(backend)
-    elif journal_backend(storage) is not backend:
-        raise ValueError("storage must be a JournalStorage over the backend being dumped")
-    dump_storage_to_sqlite(storage, study_name, sqlite_path)
+    if storage is not None:
+        if journal_backend(storage) is not backend:
+            raise ValueError("storage must be a JournalStorage over the backend being dumped")
+        dump_storage_to_sqlite(storage, study_name, sqlite_path)
+        return
+    # Rows straight from the logs: Optuna's replay would be most of the time.
+    replay = LogReplay()
+    replay.apply(backend.read_logs(0))
+    studies = {study.name: study for study in replay.studies.values()}
+    if study_name not in studies:
+        _no_such_study(study_name, list(studies))
+    study = studies[study_name]
+    _write_rows(sqlite_path, record_rows(study, replay.study_trials(study.study_id)))
 
 
 def dump_storage_to_sqlite(
@@ -144,13 +148,15 @@ def dump_storage_to_sqlite(
     # No deepcopy: nothing below mutates a trial, and copying 100k trials costs seconds.
     study_id = storage.get_study_id_from_name(study.study_name)
     trials = storage.get_all_trials(study_id, deepcopy=False)
-    rows = _study_rows(study, trials)
+    _write_rows(sqlite_path, study_rows(study, trials))
 
+
+def _write_rows(sqlite_path: str | os.PathLike[str], rows: Any) -> None:
     target = Path(sqlite_path)
     _remove_abandoned_temp_files(target)
     with _atomic_target(target) as tmp_path:
-        _create_optuna_schema(tmp_path)
-        _insert_rows(tmp_path, rows)
+        create_empty_study_file(tmp_path)
+        insert_rows(tmp_path, rows)
 
 
 def _find_study(storage: BaseStorage, study_name: str) -> FrozenStudy:
@@ -158,228 +164,12 @@ def _find_study(storage: BaseStorage, study_name: str) -> FrozenStudy:
     for study in studies:
         if study.study_name == study_name:
             return study
-    names = ", ".join(repr(s.study_name) for s in studies) or "none"
-    raise UsageError(f"no study named {study_name!r} in the journal (studies: {names})")
+    _no_such_study(study_name, [study.study_name for study in studies])
 
 
-# Rows per table, in the column order of the INSERT statements in _INSERTS.
-_Rows = dict[str, list[tuple[Any, ...]]]
-
-_INSERTS = {
-    "studies": "INSERT INTO studies (study_id, study_name) VALUES (?, ?)",
-    "study_directions": (
-        "INSERT INTO study_directions (study_id, objective, direction) VALUES (?, ?, ?)"
-    ),
-    "study_system_attributes": (
-        'INSERT INTO study_system_attributes (study_id, "key", value_json) VALUES (?, ?, ?)'
-    ),
-    "study_user_attributes": (
-        'INSERT INTO study_user_attributes (study_id, "key", value_json) VALUES (?, ?, ?)'
-    ),
-    "trials": (
-        "INSERT INTO trials (trial_id, number, study_id, state, datetime_start, datetime_complete)"
-        " VALUES (?, ?, ?, ?, ?, ?)"
-    ),
-    "trial_values": (
-        "INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES (?, ?, ?, ?)"
-    ),
-    "trial_params": (
-        "INSERT INTO trial_params (trial_id, param_name, param_value, distribution_json)"
-        " VALUES (?, ?, ?, ?)"
-    ),
-    "trial_user_attributes": (
-        'INSERT INTO trial_user_attributes (trial_id, "key", value_json) VALUES (?, ?, ?)'
-    ),
-    "trial_system_attributes": (
-        'INSERT INTO trial_system_attributes (trial_id, "key", value_json) VALUES (?, ?, ?)'
-    ),
-    "trial_intermediate_values": (
-        "INSERT INTO trial_intermediate_values"
-        " (trial_id, step, intermediate_value, intermediate_value_type) VALUES (?, ?, ?, ?)"
-    ),
-}
-
-# The study is the only one in the new file, so it gets the id copy_study's would get.
-_STUDY_ID = 1
-
-
-def _study_rows(study: FrozenStudy, trials: Sequence[FrozenTrial]) -> _Rows:
-    """Every row of the new file except the schema's own, keyed by table.
-
-    Only trial ids are explicit. The other tables' ids are left to SQLite, which numbers rows in
-    insertion order, as copy_study's one-trial-at-a-time inserts do: so rows go in per table in
-    trial order, and within a trial in the order copy_study adds them.
-    """
-    rows: _Rows = {table: [] for table in _INSERTS}
-    rows["studies"].append((_STUDY_ID, study.study_name))
-    rows["study_directions"] = [
-        (_STUDY_ID, objective, direction.name)
-        for objective, direction in enumerate(study.directions)
-    ]
-    # copy_study sets system attrs first; their order within each table is all that matters.
-    rows["study_system_attributes"] = [
-        (_STUDY_ID, key, _json(value)) for key, value in study.system_attrs.items()
-    ]
-    rows["study_user_attributes"] = [
-        (_STUDY_ID, key, _json(value)) for key, value in study.user_attrs.items()
-    ]
-
-    _add_trial_rows(rows, trials)
-    return rows
-
-
-def _add_trial_rows(rows: _Rows, trials: Sequence[FrozenTrial]) -> None:
-    # One loop with the row lists bound to locals: this runs once per trial, 100k times.
-    trial_rows, value_rows, param_rows = rows["trials"], rows["trial_values"], rows["trial_params"]
-    user_rows, system_rows = rows["trial_user_attributes"], rows["trial_system_attributes"]
-    intermediate_rows = rows["trial_intermediate_values"]
-    distribution_json = _DistributionJsonCache()
-    for trial in trials:
-        # Trial ids as copy_study gives them in a new file: 1, 2, ... in number order.
-        trial_id = trial.number + 1
-        trial_rows.append(
-            (
-                trial_id,
-                trial.number,
-                _STUDY_ID,
-                trial.state.name,
-                _utc_text(trial.datetime_start),
-                _utc_text(trial.datetime_complete),
-            )
-        )
-        if trial.values is not None:
-            for objective, value in enumerate(trial.values):
-                value_rows.append((trial_id, objective, *_stored_value(value)))
-        distributions = trial.distributions
-        for name, value in trial.params.items():
-            distribution = distributions[name]
-            param_rows.append(
-                (
-                    trial_id,
-                    name,
-                    distribution.to_internal_repr(value),
-                    distribution_json(distribution),
-                )
-            )
-        for key, value in trial.user_attrs.items():
-            user_rows.append((trial_id, key, _json(value)))
-        for key, value in trial.system_attrs.items():
-            system_rows.append((trial_id, key, _json(value)))
-        for step, value in trial.intermediate_values.items():
-            intermediate_rows.append((trial_id, step, *_stored_intermediate_value(value)))
-
-
-def _stored_value(value: float) -> tuple[float | None, str]:
-    # As TrialValueModel.value_to_stored_repr; NaN is not a valid objective value there either.
-    if value == _INF:
-        return None, "INF_POS"
-    if value == -_INF:
-        return None, "INF_NEG"
-    return value, "FINITE"
-
-
-def _stored_intermediate_value(value: float) -> tuple[float | None, str]:
-    if value != value:  # NaN
-        return None, "NAN"
-    return _stored_value(value)
-
-
-def _utc_text(local: datetime | None) -> str | None:
-    """A FrozenTrial datetime (naive local time) as RDBStorage stores it: naive UTC text.
-
-    The format is SQLAlchemy's for SQLite DATETIME columns, microseconds always included.
-    """
-    if local is None:
-        return None
-    # isoformat is several times faster than strftime; [:26] drops the "+00:00".
-    return local.astimezone(timezone.utc).isoformat(" ", "microseconds")[:26]
-
-
-def _json(value: Any) -> str:
-    """``json.dumps(value)``, the way Optuna encodes attributes, faster for the common scalars.
-
-    Each shortcut returns exactly what json.dumps would, so rows stay identical to copy_study's.
-    """
-    kind = type(value)
-    if kind is str:
-        return encode_basestring_ascii(value)
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float and -_INF < value < _INF:
-        return float.__repr__(value)
-    return json.dumps(value)
-
-
-class _DistributionJsonCache:
-    """``distribution_to_json``, remembered for distributions seen before.
-
-    Every trial of a study usually has the same distribution per parameter, and encoding it
-    again for each row is a large share of a dump. The key must tell apart what ``==`` does
-    not, since the JSON differs: ``CategoricalDistribution((True,)) == ...((1,))``,
-    ``FloatDistribution(-0.0, 1) == ...(0.0, 1)``. Attribute values are None, bool, int, float,
-    str or tuples of them, and their marshal encoding is exact (type and bits) and fast.
-    """
-
-    def __init__(self) -> None:
-        self._by_key: dict[tuple[type, bytes], str] = {}
-
-    def __call__(self, distribution: BaseDistribution) -> str:
-        key = (type(distribution), marshal.dumps(tuple(distribution.__dict__.values())))
-        text = self._by_key.get(key)
-        if text is None:
-            text = self._by_key[key] = distribution_to_json(distribution)
-        return text
-
-
-def _create_optuna_schema(path: Path) -> None:
-    """Tables, indexes and version rows, as the installed Optuna's RDBStorage makes them."""
-    path.write_bytes(_schema_template().image)
-
-
-class _SchemaTemplate(NamedTuple):
-    image: bytes  # an empty study file, byte for byte
-    schema_version: int  # its version_info.schema_version
-    revision: str  # its alembic_version.version_num
-
-
-@functools.cache
-def _schema_template() -> _SchemaTemplate:
-    """An empty study file made once per process by RDBStorage, copied for every dump.
-
-    RDBStorage takes 0.1-0.5 s to create tables and stamp versions through SQLAlchemy and
-    alembic, more than writing 1k trials; the result is the same bytes each time.
-    """
-    with tempfile.TemporaryDirectory(prefix="optspec-schema-") as directory:
-        path = Path(directory, "schema.db")
-        storage = optuna.storages.RDBStorage(_sqlite_url(path))
-        # Close its connections so the file is complete and can be removed.
-        storage.remove_session()
-        storage.engine.dispose()
-        with contextlib.closing(sqlite3.connect(path)) as connection:
-            (schema_version,) = connection.execute("SELECT schema_version FROM version_info")
-            (revision,) = connection.execute("SELECT version_num FROM alembic_version")
-        return _SchemaTemplate(path.read_bytes(), schema_version[0], revision[0])
-
-
-def _sqlite_url(path: Path) -> str:
-    return "sqlite:///" + str(path.absolute())
-
-
-def _insert_rows(path: Path, rows: _Rows) -> None:
-    connection = sqlite3.connect(path, isolation_level=None)
-    try:
-        # The file has no reader until it is renamed, and a crash before that discards it: no
-        # need for SQLite's own durability on each page. One fsync at the end makes it durable.
-        connection.execute("PRAGMA journal_mode = MEMORY")
-        connection.execute("PRAGMA synchronous = OFF")
-        connection.execute("PRAGMA cache_size = -65536")  # KiB: the indexes stay in memory
-        connection.execute("BEGIN")
-        for table, statement in _INSERTS.items():
-            if rows[table]:
-                connection.executemany(statement, rows[table])
-        connection.execute("COMMIT")
-    finally:
-        connection.close()
+def _no_such_study(study_name: str, names: list[str]) -> NoReturn:
+    choices = ", ".join(repr(name) for name in names) or "none"
+    raise UsageError(f"no study named {study_name!r} in the journal (studies: {choices})")
 
 
 @contextlib.contextmanager
@@ -556,7 +346,7 @@ def _check_optuna_schema(connection: sqlite3.Connection, path: Path, check_versi
         )
     if not check_version:
         return
-    _, schema_version, revision = _schema_template()
+    schema_version, revision = installed_schema()
     revisions = [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
     if revisions != [revision]:
         found = ", ".join(revisions) or "none"
