@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,9 +24,10 @@ from optuna.trial import TrialState
 
 from optspec.storage.indexed import IndexedJournalStorage
 from optspec.storage.journal import InProcessJournalBackend, SharedMemoryJournalBackend
-from optspec.storage.optuna_compat import journal_backend, replay_snapshot
+from optspec.storage.optuna_compat import journal_backend, replay_snapshot, study_storage
 from optspec.storage.replay import LogReplay, frozen_trial
-from tests.test_sqlite import ListBackend, study_in_journal
+from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
+from tests.test_sqlite import ListBackend, assert_same_trials, study_in_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 spawn = multiprocessing.get_context("spawn")
@@ -223,3 +226,33 @@ def test_log_replay_gives_journal_storages_trials(
     assert sorted(reported, key=lambda t: t.number) == finished_after
     # It keeps only what may still change.
     assert all(t.state not in (1, 2, 3) for t in follower.trials.values())
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(study_in_journal())
+def test_a_loaded_study_is_what_optunas_replay_of_its_logs_gives(
+    journal: tuple[ListBackend, str],
+) -> None:
+    backend, name = journal
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory, "study.db")
+        dump_to_sqlite(backend, name, path)
+        loaded_backend, loaded = load_from_sqlite(path, backend=ListBackend())
+    ours = study_storage(loaded)
+    theirs = JournalStorage(loaded_backend)  # Optuna's replay of the same logs
+    study_id = ours.get_study_id_from_name(name)
+    assert theirs.get_study_id_from_name(name) == study_id
+    assert [vars(s) for s in ours.get_all_studies()] == [vars(s) for s in theirs.get_all_studies()]
+    assert_same_trials(ours.get_all_trials(study_id), theirs.get_all_trials(study_id))
+    # Both go on alike over the shared journal: new trials' ids and numbers, who owns what.
+    for storage in (ours, theirs):
+        trial_id = storage.create_new_trial(study_id)
+        storage.set_trial_param(trial_id, "new", 0.5, optuna.distributions.FloatDistribution(0, 1))
+        storage.set_trial_state_values(
+            trial_id, TrialState.COMPLETE, [1.0] * len(loaded.directions)
+        )
+    assert ours.get_all_trials(study_id)[-1] == theirs.get_all_trials(study_id)[-1]

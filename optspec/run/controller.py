@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from optspec.objectives.trial_dirs import BestTrialDirs
 from optspec.outcome import Outcome
+from optspec.run.forkserver import worker_context
 from optspec.run.study_attrs import record_fail_reason
 from optspec.run.worker import (
     EXIT_PLUGIN_FAILED,
@@ -65,26 +66,6 @@ objective stops its own process first and records a clearer reason."""
 POLL_INTERVAL = 0.05
 SNAPSHOT_MIN_LOGS = 10_000
 """From this many logs on, workers start from the controller's replayed state."""
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """Where workers come from: a forkserver that has imported optuna and optspec already.
-
-    Never plain ``fork``: a forked JournalStorage keeps its parent's worker id. The forkserver
-    is a fresh interpreter, so its forks are clean; :func:`start_worker_server` starts it early,
-    so its imports overlap with the controller's own setup and every worker, respawns
-    included, starts in milliseconds instead of importing optuna again.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["optspec.run.worker", "optspec.builtin.objectives", "optuna"])
-    return context
-
-
-def start_worker_server() -> None:
-    from multiprocessing import forkserver
-
-    worker_context()
-    forkserver.ensure_running()
 
 
 class JournalWatcher:
@@ -389,7 +370,7 @@ class Controller:
 
     # -- trials -----------------------------------------------------------------------------
 
-    def _report_finished(self, watcher: JournalWatcher) -> None:
+    def _report_finished(self, watcher: JournalWatcher | StorageWatcher) -> None:
         from optuna.trial import TrialState
 
         if self.join:

@@ -73,6 +73,8 @@ def run_study(
         ``optspec worker`` processes on other machines can join; study.db is written all the same.
     :raises UsageError: (and SpecError) for anything the user can fix; nothing is written then.
     """
+    # First: its imports overlap with reading the spec and setting up (a bad spec stops it).
+    _start_worker_server()
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
     spec = _with_budget(spec, n_trials, timeout, workers)
@@ -86,7 +88,6 @@ def run_study(
         dashboard_port=dashboard,
         storage_url=storage,
     )
-    _start_worker_server()
     pm, sampler, pruner = _prepare(config, plugins)
     pickled_plugins = _pickle_plugins(plugins)
 
@@ -234,7 +235,7 @@ def prepare_sys_path(spec: Spec) -> None:
 
 
 def _start_worker_server() -> None:
-    from optspec.run.controller import start_worker_server
+    from optspec.run.forkserver import start_worker_server
 
     start_worker_server()
 

@@ -29,9 +29,15 @@ from optuna.distributions import (
     json_to_distribution,
 )
 from optuna.storages import JournalStorage
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optspec.storage.optuna_compat import JournalOperation, synced_replay
+from optspec.storage.optuna_compat import (
+    FrozenStudy,
+    JournalOperation,
+    install_replay,
+    synced_replay,
+)
 
 __all__ = ["LogReplay", "TrialRecord"]
 
@@ -158,6 +164,11 @@ class LogReplay:
             # Deleted studies keep their trials' ids, and their names may be taken again.
             replay._next_study_id = max(trial_ids_by_study, default=-1) + 1
         return replay, log_number
+
+    @property
+    def n_studies(self) -> int:
+        """Study ids given so far, deleted studies included."""
+        return self._next_study_id
 
     def apply(self, logs: Iterable[dict[str, Any]]) -> list[TrialRecord]:
         """Apply ``logs``; the trials they finished, in the order they finished."""
@@ -315,6 +326,32 @@ def frozen_trial(trial: TrialRecord) -> FrozenTrial:
         trial_id=trial.trial_id,
         values=trial.values,
     )
+
+
+def install_replayed(storage: JournalStorage, logs: list[dict[str, Any]]) -> None:
+    """Make ``storage``, which has read nothing yet, as if it had replayed ``logs``: the first
+    logs of its journal. Several times faster than Optuna's own replay for a study loaded from
+    study.db (one CREATE_TRIAL log per trial)."""
+    replay = LogReplay()
+    replay.apply(logs)
+    studies = {
+        study_id: FrozenStudy(
+            study_name=study.name,
+            direction=None,
+            user_attrs=study.user_attrs,
+            system_attrs=study.system_attrs,
+            study_id=study_id,
+            directions=[StudyDirection(direction) for direction in study.directions],
+        )
+        for study_id, study in replay.studies.items()
+    }
+    trials = {trial_id: frozen_trial(trial) for trial_id, trial in replay.trials.items()}
+    trial_ids_by_study: dict[int, list[int]] = {
+        study_id: [] for study_id in range(replay.n_studies)
+    }
+    for trial_id, trial in replay.trials.items():
+        trial_ids_by_study[trial.study_id].append(trial_id)
+    install_replay(storage, len(logs), studies, trials, trial_ids_by_study)
 
 
 def record_of(frozen: FrozenTrial, trial_id: int, study_id: int) -> TrialRecord:
