@@ -123,7 +123,7 @@ class LogReplay:
         self.trials: dict[int, TrialRecord] = {}
         self.n_trials = 0  # trial ids given so far: the next one
         self._keep_finished = keep_finished
-        self._next_study_id = 0
+        self._study_ids_given = 0
         self._study_ids_by_name: dict[str, int] = {}
         # (study id, param name) -> [number, distribution JSON] of the study's first trial (by
         # number) that has the param: the one JournalStorage checks a new distribution against.
@@ -162,13 +162,13 @@ class LogReplay:
                     else:
                         replay._note_distributions(study_id, trial.number, trial.distributions)
             # Deleted studies keep their trials' ids, and their names may be taken again.
-            replay._next_study_id = max(trial_ids_by_study, default=-1) + 1
+            replay._study_ids_given = max(trial_ids_by_study, default=-1) + 1
         return replay, log_number
 
     @property
     def n_studies(self) -> int:
         """Study ids given so far, deleted studies included."""
-        return self._next_study_id
+        return self._study_ids_given
 
     def apply(self, logs: Iterable[dict[str, Any]]) -> list[TrialRecord]:
         """Apply ``logs``; the trials they finished, in the order they finished."""
@@ -189,13 +189,13 @@ class LogReplay:
         study = self.studies[study_id] = StudyRecord(study_id, name, directions)
         study.n_trials = n_trials
         self._study_ids_by_name[name] = study_id
-        self._next_study_id = max(self._next_study_id, study_id + 1)
+        self._study_ids_given = max(self._study_ids_given, study_id + 1)
 
     def _create_study(self, log: dict[str, Any]) -> None:
         name = log["study_name"]
         if name in self._study_ids_by_name:
             return
-        self.add_study(self._next_study_id, name, list(log["directions"]), 0)
+        self.add_study(self._study_ids_given, name, list(log["directions"]), 0)
 
     def _delete_study(self, log: dict[str, Any]) -> None:
         study = self.studies.pop(log["study_id"], None)
