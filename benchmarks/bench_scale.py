@@ -265,6 +265,10 @@ def resume(sizes: tuple[int, ...]) -> list[tuple[int, float]]:
 
 
 def main() -> None:
+    # Bytecode caches for every child, out of the source tree: a user's installed optspec has
+    # them, as optuna here does; without, each run compiles optspec's modules again.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir(), "bench-pycache")))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--only", help="comma-separated sections: scale,one,e2e,dump,resume")
