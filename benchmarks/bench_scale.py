@@ -223,7 +223,7 @@ def dump(sizes: tuple[int, ...]) -> tuple[float, list[tuple[int, float]]]:
     import optuna
     from bench_sqlite import BLOCK, STUDY, copy_study, journal_logs, optuna_block
 
-    from optspec.storage.journal import SharedMemoryJournalBackend
+    from optspec.storage.select import SharedMemoryJournalBackend
     from optspec.storage.studydb import dump_to_sqlite
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -23,9 +23,10 @@ from optuna.storages import JournalStorage
 from optuna.trial import TrialState
 
 from optspec.storage.indexed import IndexedJournalStorage
-from optspec.storage.journal import InProcessJournalBackend, SharedMemoryJournalBackend
+from optspec.storage.journal import InProcessJournalBackend
 from optspec.storage.optuna_compat import journal_backend, replay_snapshot, study_storage
 from optspec.storage.replay import LogReplay, frozen_trial
+from optspec.storage.select import SharedMemoryJournalBackend
 from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
 from tests.test_sqlite import ListBackend, assert_same_trials, study_in_journal
 
