@@ -4,10 +4,10 @@ Each row is a ratio against a baseline measured in this same script, so the mach
 cancels out as far as it can (other processes on the machine still blur single runs: the
 load average is printed with the table).
 
-1. Scale: trivial objective (x float, n int, c categorical), RandomSampler, N trials (50k; 2k
-   with --quick). Completion rates over the first and the last 1,000 trials, read from each
-   trial's datetime_complete, for `optspec run` with W = 1 and W = 2 and for plain
-   `study.optimize` on InMemoryStorage in one process. "overall" is N over the span from the
+1. Scale: trivial objective (x float, n int, c categorical), RandomSampler, N trials (50k;
+   1k with --quick; --trials N). Completion rates over the first and the last 1,000 trials,
+   read from each trial's datetime_complete, for `optspec run` with W = 1 and W = 2 and for
+   plain `study.optimize` on InMemoryStorage in one process. "overall" is N over the span from the
    first trial's start to the last trial's end.
 2. One trial: wall time of `optspec run --n-trials 1` against a plain script doing
    `import optuna; optuna.create_study().optimize(f, n_trials=1)`; median of interleaved runs.
@@ -18,7 +18,7 @@ load average is printed with the table).
 5. `optspec resume` of a 100k-trial study.db: launch to its first new finished trial, against
    the same for a 1k-trial study.db.
 
-Run with `python benchmarks/bench_scale.py [--quick]`.
+Run with `python benchmarks/bench_scale.py [--quick] [--trials N] [--only SECTIONS]`.
 """
 
 from __future__ import annotations
@@ -271,11 +271,12 @@ def main() -> None:
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir(), "bench-pycache")))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--trials", type=int, help="study size of section 1 (default 50,000)")
     parser.add_argument("--only", help="comma-separated sections: scale,one,e2e,dump,resume")
     args, _ = parser.parse_known_args()
     quick = args.quick
     only = set(args.only.split(",")) if args.only else {"scale", "one", "e2e", "dump", "resume"}
-    n_scale = 2_000 if quick else 50_000
+    n_scale = args.trials or (1_000 if quick else 50_000)
     print(__doc__.strip().splitlines()[0])
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -307,19 +308,19 @@ def main() -> None:
                 f" (load average now {os.getloadavg()[0]:.2f})\n"
             )
         if "one" in only:
-            ours, theirs = one_trial(work, 3 if quick else 7)
+            ours, theirs = one_trial(work, 2 if quick else 7)
             print("2. one trial, median of interleaved runs (wall time from launch to exit)")
             print(f"   plain optuna script {theirs:.2f} s; optspec run {ours:.2f} s;"
                   f" ratio {ours / theirs:.2f} (target <= 2.0)\n")  # fmt: skip
         if "e2e" in only:
-            n_busy = 30 if quick else 300
+            n_busy = 10 if quick else 300
             os.environ["BENCH_BUSY"] = calibrate_busy()
             ours, theirs = end_to_end(work, n_busy)
             print(f"3. {n_busy} trials of a ~40 ms CPU-bound objective, launch to exit")
             print(f"   plain study.optimize {theirs:.2f} s; optspec run W=2 {ours:.2f} s;"
                   f" speed-up {theirs / ours:.2f}x (target >= 1.6)\n")  # fmt: skip
     if "dump" in only:
-        sizes = (1_000, 5_000) if quick else (10_000, 100_000)
+        sizes = (1_000, 2_000) if quick else (10_000, 100_000)
         copy_per_trial, rows = dump(sizes)
         print("4. dump_to_sqlite(backend, ...) without a live storage, vs copy_study per trial")
         print(f"   copy_study: {copy_per_trial * 1e6:,.0f} us/trial (timed on 1k trials)")
@@ -328,7 +329,7 @@ def main() -> None:
                   f" {copy_per_trial * n_trials / seconds:6.0f}x copy_study")  # fmt: skip
         print("   targets: >= 100x at 10k; 100k < 5 s\n")
     if "resume" in only:
-        sizes = (1_000, 5_000) if quick else (1_000, 100_000)
+        sizes = (1_000, 2_000) if quick else (1_000, 100_000)
         rows = resume(sizes)
         print("5. optspec resume: launch to the first new finished trial (2 workers)")
         for size, seconds in rows:
