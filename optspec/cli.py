@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="run on a shared storage (postgresql://, redis://) that `optspec worker` joins",
     )
+    run.add_argument(
+        "--serve",
+        metavar="[HOST:]PORT",
+        help="serve the study over gRPC (127.0.0.1 unless HOST is given; no authentication) "
+        "for `optspec worker SPEC --storage grpc://HOST:PORT`",
+    )
     _add_quiet_option(run)
     run.set_defaults(command=_run)
 
@@ -94,8 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="join a study running on a shared storage")
     worker.add_argument("spec", metavar="SPEC", type=Path)
-    worker.add_argument("--storage", metavar="URL", required=True)
-    worker.add_argument("--workers", metavar="W", type=_workers)
+    worker.add_argument(
+        "--storage",
+        metavar="URL",
+        required=True,
+        help="the controller's storage: postgresql://, redis://, or grpc://HOST:PORT (--serve)",
+    )
+    worker.add_argument("--workers", metavar="W", type=_workers, help='processes, or "auto"')
     worker.add_argument(
         "--devices",
         metavar="LIST",
@@ -103,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='device slots of this machine, one per worker: "0,1" (a device each), or a TOML '
         'array like \'["0,1", "2,3"]\' (several each); replaces [run] devices',
     )
+    _add_plugin_option(worker)
     _add_quiet_option(worker)
     worker.set_defaults(command=_worker)
 
@@ -272,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         dashboard=args.dashboard,
         storage=args.storage,
+        serve=args.serve,
     )
     return _report(result.outcome)
 
@@ -298,6 +311,7 @@ def _worker(args: argparse.Namespace) -> int:
         args.spec,
         storage=args.storage,
         workers=args.workers,
+        plugin_args=args.plugins,
         quiet=args.quiet,
         devices=args.devices,
     )

@@ -30,10 +30,17 @@ class Config:
     plugin_args: tuple[str, ...] = ()
     quiet: bool = False
     storage_url: str | None = None
+    serve: str | None = None
+    """``run --serve [HOST:]PORT``: the study is served over gRPC for ``optspec worker``."""
     dashboard_port: int | None = None
     """``run --dashboard [PORT]``: optuna-dashboard serves the live study on 127.0.0.1:PORT."""
     study_db: Path = field(default=Factory(lambda self: self.output / "study.db", takes_self=True))
     """Where ``on_finish`` writes the study: ``output/study.db``, or the file ``resume`` read."""
+
+    @property
+    def shared_storage(self) -> bool:
+        """Workers on other machines may take trials of this study (``--storage``, ``--serve``)."""
+        return self.storage_url is not None or self.serve is not None
 
     def plugin_options(self, name: str) -> dict[str, Any]:
         """The ``[plugin.NAME]`` table of the spec, empty when absent."""

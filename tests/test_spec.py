@@ -203,6 +203,7 @@ def test_printed_spec_fills_in_defaults(tmp_path):
         "trial_timeout": "off",
         "checkpoint": 300.0,
         "keep_trial_dirs": "failed",
+        "heartbeat": 30.0,
     }
 
 

@@ -1,7 +1,7 @@
 """`run --storage URL` and `optspec worker`: one study shared by processes that only share a URL.
 
-SQLite stands in for PostgreSQL here: both go through Optuna's RDBStorage, and SQLite needs no
-server.
+Against a real PostgreSQL server (.ci/services starts one; see conftest.py). Many machines, Redis
+and `--serve` are in test_multihost.py.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def study_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_worker_joins_a_study_on_a_shared_storage(study_dir: Path) -> None:
-    url = f"sqlite:///{study_dir / 'shared.db'}"
+def test_a_worker_joins_a_study_on_a_shared_storage(study_dir: Path, postgres_url: str) -> None:
+    url = postgres_url
     controller = subprocess.Popen(
         [sys.executable, "-m", "optspec", "run", "study.toml", "-o", "out", "-q",
          "--storage", url],
@@ -40,20 +40,17 @@ def test_a_worker_joins_a_study_on_a_shared_storage(study_dir: Path) -> None:
     assert joined.returncode == 0, joined.stderr
 
     trials = load(study_dir / "out" / "study.db").trials
-    # Three workers count the study's trials at the same time: at most two over the target.
-    assert 30 <= len(trials) <= 32
+    # Three workers take trials at the same time, from tickets: never one over the target.
+    assert len(trials) == 30
     # The controller waits for the trials the joined workers still ran when the target was met.
     unfinished = [
         (t.number, t.state.name, t.user_attrs) for t in trials if t.state != TrialState.COMPLETE
     ]
-    assert unfinished == []
-    # The joining workers did part of the work: the run alone has one worker at 0.2 s a trial.
-    starts = sorted(trial.datetime_start for trial in trials)
-    assert (starts[-1] - starts[0]).total_seconds() < 30 * 0.2
+    assert unfinished == []  # test_multihost.py checks that every machine took part
 
 
-def test_a_study_name_taken_on_the_storage_is_refused(study_dir: Path) -> None:
-    url = f"sqlite:///{study_dir / 'shared.db'}"
+def test_a_study_name_taken_on_the_storage_is_refused(study_dir: Path, postgres_url: str) -> None:
+    url = postgres_url
     first = optspec("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "2",
                     cwd=study_dir)  # fmt: skip
     assert first.returncode == 0, first.stderr
@@ -70,8 +67,8 @@ def test_a_storage_url_that_cannot_be_opened(study_dir: Path) -> None:
     assert not (study_dir / "out").exists()
 
 
-def test_a_worker_with_an_edited_spec_is_refused(study_dir: Path) -> None:
-    url = f"sqlite:///{study_dir / 'shared.db'}"
+def test_a_worker_with_an_edited_spec_is_refused(study_dir: Path, postgres_url: str) -> None:
+    url = postgres_url
     started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "1",
                       cwd=study_dir)  # fmt: skip
     assert started.returncode == 0, started.stderr
@@ -80,3 +77,16 @@ def test_a_worker_with_an_edited_spec_is_refused(study_dir: Path) -> None:
     joined = optspec("worker", "study.toml", "--storage", url, cwd=study_dir)
     assert joined.returncode == 2
     assert "differs from the spec" in joined.stderr and "Traceback" not in joined.stderr
+    assert "at params.x.high;" in joined.stderr
+
+
+def test_a_worker_with_the_same_spec_laid_out_differently_joins(
+    study_dir: Path, postgres_url: str
+) -> None:
+    started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", postgres_url,
+                      "--n-trials", "1", cwd=study_dir)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    spec = study_dir / "study.toml"
+    spec.write_text("# a comment changes nothing\n" + spec.read_text().replace(" = ", "="))
+    joined = optspec("worker", "study.toml", "--storage", postgres_url, cwd=study_dir)
+    assert joined.returncode == 0, joined.stderr

@@ -559,7 +559,7 @@ def test_unknown_key_lists_the_valid_ones(write_spec, capsys):
     assert err == (
         f"{path}: run.worker: unknown key; did you mean 'workers'? valid keys here: "
         "n_trials, timeout, workers, max_failed, trial_timeout, checkpoint, devices, "
-        "device_env, keep_trial_dirs\n"
+        "device_env, keep_trial_dirs, heartbeat\n"
     )
 
 

@@ -5,6 +5,9 @@ Budget
     ``ask`` and exits when none is left, so no worker overshoots ``n_trials``. A worker killed
     between taking a ticket and creating its trial loses that ticket; when every worker has
     exited, the controller compares the study with the target and hands out what is missing.
+    On a storage that other machines reach (``--storage``, ``--serve``) the tickets are WAITING
+    trials in the study instead (:mod:`optspec.run.budget`), and trials whose remote worker
+    stopped beating are failed and retried (:mod:`optspec.run.leases`).
 
 Watching
     The controller reads the shared journal through its own handle and fires ``on_trial_end``
@@ -33,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 
 from optspec.objectives.trial_dirs import BestTrialDirs
 from optspec.outcome import Outcome
+from optspec.run.budget import TicketIssuer
 from optspec.run.forkserver import worker_context
-from optspec.run.study_attrs import record_fail_reason
+from optspec.run.leases import WORKER_LOST, LostTrials
+from optspec.run.study_attrs import RETRY_OF_ATTR, record_fail_reason
 from optspec.run.worker import (
     EXIT_PLUGIN_FAILED,
     EXIT_SETUP_FAILED,
@@ -169,8 +174,18 @@ class Controller:
         self.context = worker_context()
         self.n_workers = config.spec.run.worker_count
         # On a shared storage, machines that this controller does not know take trials too:
-        # workers count the study's trials instead of taking tickets.
-        self.tickets = self.context.Semaphore(0) if backend is not None else None
+        # the tickets are WAITING trials in the study, which the controller (not a joined
+        # `optspec worker`) queues.
+        shared = config.shared_storage
+        self.tickets = None if shared else self.context.Semaphore(0)
+        self.issuer: TicketIssuer | None = None
+        self.lost: LostTrials | None = None
+        self.retried: set[int] = set()
+        self.announced_stop = False
+        if shared and not join:
+            self.issuer = TicketIssuer(study, config.spec.run.n_trials, 2 * self.n_workers)
+            if config.spec.run.heartbeat is not None:
+                self.lost = LostTrials(study, config.spec.run.heartbeat)
         self.slots = Slots(
             self.context.Array("q", [IDLE] * self.n_workers, lock=False),
             self.context.Array("d", [0.0] * self.n_workers, lock=False),
@@ -206,6 +221,7 @@ class Controller:
         try:
             with self._signals_handled():
                 self._hand_out(self._missing())
+                self._issue_tickets()
                 self._start_workers()
                 while True:
                     self._report_finished(watcher)
@@ -214,6 +230,8 @@ class Controller:
                     if run.timeout is not None and now - started >= run.timeout:
                         self.stop("done", f"timeout of {_seconds(run.timeout)} reached")
                     self._enforce_deadlines(now)
+                    self._issue_tickets()
+                    self._fail_lost_trials()
                     # Every worker gone: stop, unless tickets died with a worker (then top up)
                     # or, on a shared storage, other machines still run trials of the study.
                     if (
@@ -260,6 +278,8 @@ class Controller:
 
     def _top_up(self) -> bool:
         """All workers exited: if tickets were lost with a dead worker, run the missing trials."""
+        if self.tickets is None:
+            return False  # a ticket in the study outlives its worker
         missing = self._missing()
         if missing == 0:
             return False
@@ -268,13 +288,31 @@ class Controller:
         return True
 
     def _others_running(self) -> bool:
-        """On a shared storage: trials that workers elsewhere still run. The study is not over
-        until they finish (a first Ctrl-C stops waiting for them)."""
-        from optuna.trial import TrialState
+        """On a shared storage: tickets left, or trials that workers elsewhere still run. The
+        study is not over until they finish (a first Ctrl-C stops waiting for them)."""
+        return self.issuer is not None and not self.issuer.finished()
 
-        if self.backend is not None or self.join:
-            return False
-        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    def _issue_tickets(self) -> None:
+        if self.issuer is None:
+            return
+        if self.outcome is not None:
+            if not self.announced_stop:  # not from the signal handler: this does I/O
+                self.announced_stop = True
+                self.issuer.stop(self.outcome.message)
+            return
+        self.issuer.issue()
+
+    def _fail_lost_trials(self) -> None:
+        """Trials whose worker stopped beating: FAIL as "worker lost", retried once if the
+        budget has room (as ``resume`` retries interrupted ones)."""
+        if self.lost is None or self.issuer is None:
+            return
+        for trial in self.lost.find():
+            if not self._fail_trial(trial.number, WORKER_LOST, interrupted=True):
+                continue
+            if trial.number not in self.retried and self.outcome is None:
+                self.retried.add(trial.number)
+                self.issuer.enqueue(trial.params, {RETRY_OF_ATTR: trial.number})
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -392,14 +430,20 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - a plugin's bug stops the study, with its name
             self.stop("failed", f"a plugin raised in on_trial_end: {type(exc).__name__}: {exc}")
 
-    def _fail_trial(self, number: int, reason: str, *, interrupted: bool) -> None:
+    def _fail_trial(self, number: int, reason: str, *, interrupted: bool) -> bool:
+        """FAIL a RUNNING trial with its reason; False if it had finished meanwhile."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         id_ = self.storage.get_trial_id_from_study_id_trial_number(study_id(self.study), number)
         if self.storage.get_trial(id_).state != TrialState.RUNNING:
-            return  # it finished after all, just before its worker went away
-        record_fail_reason(self.storage, id_, reason, interrupted=interrupted)
-        self.storage.set_trial_state_values(id_, TrialState.FAIL)
+            return False  # it finished after all, just before its worker went away
+        try:
+            record_fail_reason(self.storage, id_, reason, interrupted=interrupted)
+            self.storage.set_trial_state_values(id_, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            return False  # a worker elsewhere finished it between the look and the write
+        return True
 
     def _fail_leftovers(self) -> None:
         """Trials still RUNNING once every worker is gone: their worker died unnoticed."""

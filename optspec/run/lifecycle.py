@@ -63,6 +63,7 @@ def run_study(
     quiet: bool = False,
     dashboard: int | None = None,
     storage: str | None = None,
+    serve: str | None = None,
 ) -> RunResult:
     """Run the study ``spec`` describes and write study.db; the API behind ``optspec run``.
 
@@ -71,6 +72,8 @@ def run_study(
     :param dashboard: serve optuna-dashboard over the live study on 127.0.0.1 at this port.
     :param storage: run on this shared storage URL instead of the in-memory journal, so that
         ``optspec worker`` processes on other machines can join; study.db is written all the same.
+    :param serve: ``"[HOST:]PORT"``: serve the study over Optuna's gRPC proxy there (127.0.0.1
+        unless a host is given), for ``optspec worker SPEC --storage grpc://HOST:PORT``.
     :raises UsageError: (and SpecError) for anything the user can fix; nothing is written then.
     """
     # First: its imports overlap with reading the spec and setting up (a bad spec stops it).
@@ -87,7 +90,9 @@ def run_study(
         quiet=quiet,
         dashboard_port=dashboard,
         storage_url=storage,
+        serve=serve,
     )
+    served_at = _serve_address(serve)
     pm, sampler, pruner = _prepare(config, plugins)
     pickled_plugins = _pickle_plugins(plugins)
 
@@ -103,10 +108,13 @@ def run_study(
         else:
             from optspec.storage.remote import open_storage
 
-            backend, study_storage = None, open_storage(storage)
+            backend = None
+            study_storage = open_storage(storage, heartbeat=spec.run.heartbeat)
             _refuse_existing_study(study_storage, spec.study.name, storage)
         # Bound before the study exists: a busy port is a usage error with nothing written.
         stack.enter_context(_live_dashboard(study_storage, config))
+        if served_at is not None:
+            stack.enter_context(_served(study_storage, *served_at))
         study = optuna.create_study(
             storage=study_storage,
             study_name=spec.study.name,
@@ -159,7 +167,7 @@ def join_study(
     _start_worker_server()
     pm, _, _ = _prepare(config, ())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_storage = open_storage(storage)
+    study_storage = open_storage(storage, heartbeat=spec.run.heartbeat)
     study = _wait_for_study(study_storage, spec.study.name, storage)
     _check_same_spec(study, spec, storage)
     return Controller(config=config, pm=pm, study=study, backend=None, join=True).run()
@@ -293,6 +301,32 @@ def _pickle_plugins(plugins: Sequence[object]) -> bytes:
     return buffer.getvalue()
 
 
+def _serve_address(serve: str | None) -> tuple[str, int] | None:
+    if serve is None:
+        return None
+    from optspec.storage.remote import parse_address
+
+    return parse_address(serve, "--serve")
+
+
+@contextmanager
+def _served(storage: Any, host: str, port: int) -> Iterator[None]:
+    """``run --serve``: the study over Optuna's gRPC proxy until the run (and study.db) is done."""
+    from optspec.storage.remote import serve
+
+    server, bound = serve(storage, host, port)
+    print(
+        f"optspec: serving the study at grpc://{host}:{bound} for `optspec worker SPEC --storage "
+        f"grpc://{host}:{bound}` (no authentication: keep it on a private network)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        yield
+    finally:
+        server.stop(grace=1.0)
+
+
 @contextmanager
 def _live_dashboard(storage: Any, config: Config) -> Iterator[None]:
     if config.dashboard_port is None:
@@ -328,11 +362,18 @@ def _check_same_spec(study: optuna.Study, spec: Spec, url: str) -> None:
     storage = optuna_compat.study_storage(study)
     stored = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
     expected = stored.get(SPEC_SHA256_ATTR)
-    if expected is not None and expected != hashlib.sha256(spec.text.encode()).hexdigest():
-        raise UsageError(
-            f"{spec.path}: differs from the spec the study {study.study_name!r} on {url} was "
-            "started with; workers must run the same spec (same file contents)"
-        )
+    if expected is None or expected == hashlib.sha256(spec.text.encode()).hexdigest():
+        return
+    from optspec.spec.compare import differing_keys
+
+    keys = differing_keys(stored.get(SPEC_ATTR, ""), spec.text)
+    if not keys:
+        return  # comments or layout only: the same spec
+    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    raise UsageError(
+        f"{spec.path}: differs from the spec the study {study.study_name!r} on {url} was "
+        f"started with, at {shown}; workers must run the same spec (same file contents)"
+    )
 
 
 def _wait_for_study(storage: Any, name: str, url: str) -> optuna.Study:

@@ -25,6 +25,8 @@ from optuna.trial import TrialState
 from optspec.config import Config
 from optspec.objectives.results import TrialFailed, record_result
 from optspec.objectives.space import suggest_params
+from optspec.run.budget import TicketTaker
+from optspec.run.leases import Heartbeat
 from optspec.run.study_attrs import record_fail_reason
 from optspec.storage.optuna_compat import study_storage, trial_id
 
@@ -58,7 +60,7 @@ class Slots:
     objective, waiting for the controller to notice ``max_failed`` would spend the budget."""
     stop: Synchronized[int]
     """Set by the controller: take no more trials (on a shared storage, where the budget is
-    counted in the study rather than handed out as tickets)."""
+    queued in the study rather than handed out through the semaphore)."""
 
 
 @frozen
@@ -74,7 +76,7 @@ class WorkerSetup:
     generation: int
     tickets: Semaphore | None
     """One ticket per trial still to run; None on a shared storage, where other machines take
-    trials too and the worker counts the study's trials instead."""
+    trials too and the tickets are WAITING trials in the study (:mod:`optspec.run.budget`)."""
     slots: Slots
     trials_before: int = 0
     """Finished trials when the run started, part of the sampler's seed."""
@@ -138,7 +140,10 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     if storage is None:
         from optspec.storage.remote import open_storage
 
-        storage = open_storage(config.storage_url)  # type: ignore[arg-type]
+        storage = open_storage(
+            config.storage_url,  # type: ignore[arg-type]
+            heartbeat=config.spec.run.heartbeat,
+        )
     if setup.snapshot is not None and hasattr(storage, "restore_replay_result"):
         storage.restore_replay_result(setup.snapshot)
     study = optuna.load_study(
@@ -154,17 +159,30 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
     slots, index = setup.slots, setup.index
     controller = os.getppid()
     max_failed = config.spec.run.max_failed or float("inf")
-    claim = _ticket_claim(setup.tickets) if setup.tickets else _count_claim(study, config)
-    # A worker outliving a SIGKILLed controller would run trials nobody saves.
-    while (
-        os.getppid() == controller
-        and not slots.stop.value
-        and slots.failures.value < max_failed
-        and claim()
-    ):
-        trial = study.ask()
+
+    def keep_going() -> bool:
+        # A worker outliving a SIGKILLed controller would run trials nobody saves.
+        return (
+            os.getppid() == controller
+            and not slots.stop.value
+            and slots.failures.value < max_failed
+        )
+
+    if setup.tickets is not None:
+        next_trial = _semaphore_trials(setup.tickets, study)
+    else:
+        next_trial = TicketTaker(study, keep_going).next_trial
+    heartbeat = None
+    if config.shared_storage and config.spec.run.heartbeat is not None:
+        heartbeat = Heartbeat(study_storage(study), config.spec.run.heartbeat)
+    while keep_going():
+        trial = next_trial()
+        if trial is None:
+            break
         slots.started[index] = time.time()
         slots.trial_numbers[index] = trial.number
+        if heartbeat is not None:
+            heartbeat.start(trial_id(trial))
         # Not in a `finally`: a worker stopped mid-trial must leave the slot set, so the
         # controller knows which trial to fail.
         try:
@@ -173,26 +191,17 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
             slots.trial_numbers[index] = IDLE
             print(f"optspec: worker {index}: {exc}", file=sys.stderr)
             sys.exit(EXIT_PLUGIN_FAILED)
+        if heartbeat is not None:
+            heartbeat.stop()
         slots.trial_numbers[index] = IDLE
         if failed:
             with slots.failures.get_lock():
                 slots.failures.value += 1
 
 
-def _ticket_claim(tickets: Semaphore) -> Callable[[], bool]:
-    return lambda: tickets.acquire(block=False)
-
-
-def _count_claim(study: optuna.Study, config: Config) -> Callable[[], bool]:
-    """On a shared storage: go on while the study holds fewer than ``n_trials`` trials.
-
-    Workers on other machines check at the same time, so the study may end up to one trial
-    per concurrent worker over the target; the ticket semaphore of a one-machine run has no
-    such overshoot.
-    """
-    started = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    n_trials = config.spec.run.n_trials
-    return lambda: len(study.get_trials(deepcopy=False, states=started)) < n_trials
+def _semaphore_trials(tickets: Semaphore, study: optuna.Study) -> Callable[[], optuna.Trial | None]:
+    """One machine: a trial for each ticket of the controller's semaphore."""
+    return lambda: study.ask() if tickets.acquire(block=False) else None
 
 
 class PluginFailed(Exception):

@@ -56,7 +56,7 @@ CATEGORICAL_KEYS = ("type", "choices", "when")
 CONSTRAINT_KEYS = ("metric", "min", "max")
 RUN_KEYS = (
     "n_trials", "timeout", "workers", "max_failed", "trial_timeout", "checkpoint",
-    "devices", "device_env", "keep_trial_dirs",
+    "devices", "device_env", "keep_trial_dirs", "heartbeat",
 )  # fmt: skip
 PLUGINS_KEYS = ("load", "block")
 PARAM_TYPES = ("float", "int", "categorical")
@@ -770,6 +770,7 @@ class _Converter:
                 + f' or "{KEEP_TRIAL_DIRS[-1]}"',
                 defaults.keep_trial_dirs,
             ),
+            heartbeat=self.duration(table, "heartbeat", "run", defaults.heartbeat),
         )
 
     def devices(self, table: Mapping[str, Any]) -> tuple[str, ...]:
@@ -972,6 +973,7 @@ def spec_to_data(spec: Spec) -> dict[str, Any]:
         # Meaningless without devices: printed only where it takes effect.
         "device_env": spec.run.device_env if spec.run.devices else None,
         "keep_trial_dirs": spec.run.keep_trial_dirs,
+        "heartbeat": _seconds(spec.run.heartbeat),
     }
     data: dict[str, Any] = {
         "version": spec.version,

@@ -195,6 +195,9 @@ class RunSection:
     """One entry per worker slot; an entry may name several devices (``"0,1"``)."""
     device_env: str = DEVICE_ENV
     keep_trial_dirs: Literal["failed", "all", "best", "none"] = "failed"
+    heartbeat: float | None = 30.0
+    """On a storage other machines reach: a trial whose worker stops beating for two intervals
+    becomes FAIL ("worker lost") and is retried. None ("off") disables it."""
 
     @property
     def worker_count(self) -> int:

@@ -193,6 +193,7 @@ def _top_properties() -> dict[str, Schema]:
             },
             "device_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
             "keep_trial_dirs": {"enum": list(KEEP_TRIAL_DIRS)},
+            "heartbeat": duration,
         },
     )
     names = {"type": "array", "items": _name}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Not re-exported by ``optuna.storages.journal`` (checked: 5.0.0). Logs carry these codes, and
 # optspec reads logs itself (the controller's watcher, study.db written straight from logs).
@@ -38,8 +38,12 @@ __all__ = [
     "SET_TRIAL_STATE_VALUES",
     "FrozenStudy",
     "JournalOperation",
+    "forget_cached_trials",
+    "heartbeat_interval",
     "journal_backend",
+    "make_grpc_server",
     "replay_snapshot",
+    "stale_trial_ids",
     "study_id",
     "study_storage",
     "synced_replay",
@@ -154,3 +158,55 @@ def install_replay(
         }
         result._next_study_id = max(trial_ids_by_study, default=-1) + 1
         result.log_number_read = log_number
+
+
+def make_grpc_server(storage: BaseStorage, host: str, port: int) -> tuple[Any, int]:
+    """A gRPC proxy server for ``storage``, not started, and the port it bound.
+
+    ``optuna.storages.run_grpc_proxy_server`` blocks for ever and hides the server, so a run
+    could neither stop serving when it ends nor learn the port it got for port 0. This builds
+    the same server as its helper ``optuna.storages._grpc.server.make_server`` (checked: 5.0.0).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=10))
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    return server, bound
+
+
+def heartbeat_interval(storage: BaseStorage) -> int | None:
+    """The storage's Optuna heartbeat interval, or None when it has no heartbeat.
+
+    ``optuna.load_study`` wraps an RDBStorage in its private ``_CachedStorage``, which is not an
+    RDBStorage but is a ``BaseHeartbeat``, a class of the private module
+    ``optuna.storages._heartbeat`` (checked: 5.0.0).
+    """
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    return storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+
+
+def stale_trial_ids(storage: BaseStorage, study_id: int) -> list[int]:
+    """RUNNING trials whose Optuna heartbeat is older than the storage's grace period.
+
+    The public ``optuna.storages.fail_stale_trials`` fails them before anyone can record why;
+    optspec records "worker lost" first and retries the trial, so it asks the storage's
+    ``BaseHeartbeat._get_stale_trial_ids`` itself (checked: 5.0.0).
+    """
+    return list(storage._get_stale_trial_ids(study_id))  # type: ignore[attr-defined]
+
+
+def forget_cached_trials(study: optuna.Study) -> None:
+    """Make the study read its trials afresh, as ``Study.ask`` does before each trial.
+
+    optspec takes a trial from the queue itself (only a WAITING trial, never a new one), so it
+    must also drop the per-thread trial cache that ``Study.ask`` resets
+    (``Study._thread_local.cached_all_trials``, checked: 5.0.0); samplers that read history
+    would otherwise see a stale list.
+    """
+    study._thread_local.cached_all_trials = None

@@ -1,0 +1,163 @@
+"""The trial budget on a storage that other machines reach: tickets in the study itself.
+
+On one machine the controller hands out a semaphore's tickets (see :mod:`optspec.run.controller`).
+Workers on other machines cannot share a semaphore, and counting the study's trials before each
+``ask`` overshoots: every worker that counts at the same moment starts one more trial. So the
+budget lives in the study. The controller enqueues WAITING trials with no parameters, the
+*tickets*, never more than ``n_trials`` trials in all; a worker runs only a trial it pops from that
+queue and never creates one. Popping is Optuna's own atomic step, the WAITING -> RUNNING update
+that ``Study.ask`` uses for enqueued trials and that exactly one process wins (a row lock in
+RDBStorage, the log order in JournalStorage, one lock in the gRPC proxy's process). The study
+therefore ends with exactly ``n_trials`` trials, whatever the number of hosts and workers.
+
+The controller keeps a window of tickets ahead of the workers rather than all of them, so that a
+trial whose worker was lost can still be retried within the budget; the window doubles whenever
+the workers find the queue empty. Two study system attributes tell workers elsewhere how the
+budget stands: :data:`ALL_ISSUED` (no ticket will follow the ones queued) and :data:`STOPPED`
+(the run stopped: take no more tickets).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState, create_trial
+
+from optspec.storage.optuna_compat import forget_cached_trials, study_id, study_storage, trial_id
+
+if TYPE_CHECKING:
+    import optuna
+
+ALL_ISSUED = "optspec:all_tickets_issued"
+"""Study system attribute: every ticket of the budget is queued; none will follow."""
+STOPPED = "optspec:stopped"
+"""Study system attribute: why the run stopped; workers take no more tickets."""
+
+MIN_WINDOW = 4
+MAX_WINDOW = 1024
+ISSUE_INTERVAL = 0.1
+"""Seconds between the controller's looks at the queue."""
+IDLE_WAIT = 0.05
+"""Seconds a worker waits when the queue is empty before it looks again."""
+STOP_CHECK_INTERVAL = 1.0
+"""Seconds between a worker's looks at :data:`STOPPED` while it finds tickets."""
+
+_WAITING = (TrialState.WAITING,)
+
+
+class TicketIssuer:
+    """The controller's side: keeps tickets queued until the study holds ``n_trials`` trials."""
+
+    def __init__(self, study: optuna.Study, n_trials: int, window: int) -> None:
+        self.study = study
+        self.storage = study_storage(study)
+        self.study_id = study_id(study)
+        self.n_trials = n_trials
+        # Only the controller adds trials in this mode, so it counts them itself: a count of
+        # every trial on each look would read the whole study from the database.
+        self.total = self.storage.get_n_trials(self.study_id)
+        self.window = max(MIN_WINDOW, window)
+        self.next_look = 0.0
+        self.looked_before = False
+        self._mark_all_issued()
+
+    @property
+    def room(self) -> int:
+        """Trials the budget still allows beyond those in the study, queued tickets included."""
+        return max(0, self.n_trials - self.total)
+
+    def waiting(self) -> int:
+        return len(self.storage.get_all_trials(self.study_id, deepcopy=False, states=_WAITING))
+
+    def issue(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if now < self.next_look or self.room == 0:
+            return
+        self.next_look = now + ISSUE_INTERVAL
+        waiting = self.waiting()
+        if waiting == 0 and self.looked_before:
+            # The workers emptied the queue between two looks: they are faster than the window.
+            self.window = min(MAX_WINDOW, self.window * 2)
+        self.looked_before = True
+        for _ in range(min(self.window - waiting, self.room)):
+            self.storage.create_new_trial(
+                self.study_id, template_trial=create_trial(state=TrialState.WAITING)
+            )
+            self.total += 1
+        self._mark_all_issued()
+
+    def enqueue(self, params: dict[str, Any], user_attrs: dict[str, Any]) -> bool:
+        """Queue a trial with these parameters if the budget has room; False when it has none."""
+        if self.room == 0:
+            return False
+        self.study.enqueue_trial(params, user_attrs=user_attrs)
+        self.total += 1
+        self._mark_all_issued()
+        return True
+
+    def stop(self, reason: str) -> None:
+        self.storage.set_study_system_attr(self.study_id, STOPPED, reason)
+
+    def finished(self) -> bool:
+        """Every ticket issued and taken, and no trial of the study still running."""
+        if self.room or self.waiting():
+            return False
+        running = self.storage.get_all_trials(
+            self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+        )
+        return not running
+
+    def _mark_all_issued(self) -> None:
+        if self.room == 0:
+            self.storage.set_study_system_attr(self.study_id, ALL_ISSUED, True)
+
+
+class TicketTaker:
+    """A worker's side: the next trial it may run, popped from the queue, or None when done."""
+
+    def __init__(self, study: optuna.Study, keep_going: Any) -> None:
+        self.study = study
+        self.storage = study_storage(study)
+        self.study_id = study_id(study)
+        self.keep_going = keep_going
+        self.next_stop_check = 0.0
+
+    def next_trial(self) -> optuna.Trial | None:
+        while self.keep_going():
+            now = time.monotonic()
+            if now >= self.next_stop_check:
+                self.next_stop_check = now + STOP_CHECK_INTERVAL
+                if STOPPED in self._attrs():
+                    return None
+            trial = self._pop()
+            if trial is not None:
+                return trial
+            attrs = self._attrs()
+            if STOPPED in attrs or attrs.get(ALL_ISSUED):
+                # All issued: one more look, a ticket may have been queued since the last one.
+                return None if STOPPED in attrs else self._pop()
+            time.sleep(IDLE_WAIT)
+        return None
+
+    def _attrs(self) -> dict[str, Any]:
+        return self.storage.get_study_system_attrs(self.study_id)
+
+    def _pop(self) -> optuna.Trial | None:
+        import optuna
+
+        waiting = self.storage.get_all_trials(self.study_id, deepcopy=False, states=_WAITING)
+        # Start at a random ticket: workers that all try the first one collide on every pop.
+        start = random.randrange(len(waiting)) if waiting else 0
+        for ticket in waiting[start:] + waiting[:start]:
+            id_ = trial_id(ticket)
+            try:
+                if not self.storage.set_trial_state_values(id_, TrialState.RUNNING):
+                    continue
+            except UpdateFinishedTrialError:
+                continue
+            forget_cached_trials(self.study)
+            return optuna.Trial(self.study, id_)
+        return None

@@ -1,0 +1,129 @@
+"""Trials whose worker on another machine is gone: heartbeats, leases, and who notices.
+
+A controller sees its own workers die (their process ends); it cannot see a worker on another
+host that was preempted or OOM-killed. So every running trial on a storage that other machines
+reach gives a sign of life every ``[run] heartbeat`` seconds, and the controller fails a trial
+that stays silent for two intervals with the reason :data:`WORKER_LOST`, then retries it once.
+
+- RDBStorage (PostgreSQL, MySQL, SQLite): Optuna's own heartbeat. The storage is opened with
+  ``heartbeat_interval`` (see :func:`optspec.storage.remote.open_storage`), workers call
+  ``record_heartbeat`` and the controller asks the storage for stale trials; both sides use the
+  database's clock.
+- JournalStorage (Redis, and the controller's own journal served over gRPC) has no heartbeat.
+  There the worker bumps the trial's :data:`LEASE_ATTR` system attribute instead, and the
+  controller times how long it has not seen the value change on its own clock, so the clocks of
+  other hosts never matter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from optuna.trial import TrialState
+
+from optspec.storage.optuna_compat import (
+    heartbeat_interval,
+    stale_trial_ids,
+    study_id,
+    study_storage,
+    trial_id,
+)
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial
+
+LEASE_ATTR = "optspec:lease"
+"""Trial system attribute a worker bumps while it runs the trial, on storages without heartbeat."""
+WORKER_LOST = "worker lost"
+"""The fail reason of a trial whose worker stopped beating."""
+MISSED_BEATS = 2
+"""A trial is lost after this many intervals without a sign of life (Optuna's own default)."""
+
+
+def uses_optuna_heartbeat(storage: BaseStorage) -> bool:
+    return heartbeat_interval(storage) is not None
+
+
+class Heartbeat:
+    """A worker's side: one thread that beats for the trial the worker runs now, if any.
+
+    Beating happens off the worker's main thread, so a trial pays for it only in the database,
+    never in the objective's time; the first beat goes out as the trial starts.
+    """
+
+    def __init__(self, storage: BaseStorage, interval: float) -> None:
+        self.storage = storage
+        self.interval = interval
+        self.optuna_heartbeat = uses_optuna_heartbeat(storage)
+        self.lock = threading.Lock()
+        self.trial_id: int | None = None
+        self.beats = 0
+        self.wake = threading.Event()
+        threading.Thread(target=self._run, name="optspec-heartbeat", daemon=True).start()
+
+    def start(self, trial_id: int) -> None:
+        with self.lock:
+            self.trial_id = trial_id
+        self.wake.set()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.trial_id = None
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(self.interval)
+            self.wake.clear()
+            with self.lock:
+                trial_id = self.trial_id
+            if trial_id is not None:
+                self._beat(trial_id)
+
+    def _beat(self, trial_id: int) -> None:
+        self.beats += 1
+        # The trial may finish while its beat is on the way; that beat is then refused.
+        with contextlib.suppress(Exception):
+            if self.optuna_heartbeat:
+                self.storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+            else:
+                self.storage.set_trial_system_attr(trial_id, LEASE_ATTR, self.beats)
+
+
+class LostTrials:
+    """The controller's side: RUNNING trials whose worker has stopped beating."""
+
+    def __init__(self, study: optuna.Study, interval: float) -> None:
+        self.storage = study_storage(study)
+        self.study_id = study_id(study)
+        self.interval = interval
+        self.optuna_heartbeat = uses_optuna_heartbeat(self.storage)
+        self.seen: dict[int, tuple[object, float]] = {}
+        self.next_look = 0.0
+
+    def find(self, now: float | None = None) -> list[FrozenTrial]:
+        now = time.monotonic() if now is None else now
+        if now < self.next_look:
+            return []
+        self.next_look = now + max(0.2, self.interval / 2)
+        if self.optuna_heartbeat:
+            ids = stale_trial_ids(self.storage, self.study_id)
+            return [self.storage.get_trial(trial_id) for trial_id in ids]
+        running = self.storage.get_all_trials(
+            self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
+        )
+        seen: dict[int, tuple[object, float]] = {}
+        lost = []
+        for trial in running:
+            lease = trial.system_attrs.get(LEASE_ATTR)
+            previous = self.seen.get(trial_id(trial))
+            since = previous[1] if previous is not None and previous[0] == lease else now
+            seen[trial_id(trial)] = (lease, since)
+            if now - since > MISSED_BEATS * self.interval:
+                lost.append(trial)
+        self.seen = seen
+        return lost

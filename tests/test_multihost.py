@@ -1,0 +1,167 @@
+"""Many machines: a controller and `optspec worker` processes sharing real PostgreSQL, Redis, or
+the controller's own study served over gRPC (`run --serve`).
+
+Each "machine" is a separate `optspec` process tree with its own forkserver: they share nothing
+but the storage URL, as hosts would. The servers come from .ci/services (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from optspec.storage.remote import open_storage
+from tests.test_run import load
+
+OBJECTIVES = """
+import os, time
+
+def tagged(trial, params):
+    # The pgid names the `optspec` process tree (the "machine") that ran the trial.
+    trial.set_user_attr("machine", os.getpgid(0))
+    marker = f"running-{os.getpgid(0)}-{trial.number}"
+    open(marker, "w").close()
+    time.sleep(float(os.environ.get("TRIAL_SECONDS", "0.2")))
+    os.remove(marker)
+    return params["x"] ** 2
+"""
+
+
+def spec_text(name: str, n_trials: int, workers: int, heartbeat: str = "30s") -> str:
+    return f"""
+version = 1
+[study]
+name = "{name}"
+seed = 3
+[objective]
+callable = "objectives.py:tagged"
+[params]
+x = {{ type = "float", low = -10, high = 10 }}
+[sampler]
+name = "random"
+[run]
+n_trials = {n_trials}
+workers = {workers}
+heartbeat = "{heartbeat}"
+checkpoint = "off"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(params=["postgres", "redis", "serve"])
+def shared(request: pytest.FixtureRequest) -> tuple[list[str], str]:
+    """How the controller offers the study, and the URL a worker joins it by."""
+    if request.param == "serve":
+        port = free_port()
+        return ["--serve", f"127.0.0.1:{port}"], f"grpc://127.0.0.1:{port}"
+    url = request.getfixturevalue(f"{request.param}_url")
+    return ["--storage", url], url
+
+
+def start(*args: str, cwd: Path, seconds: float) -> subprocess.Popen[str]:
+    # A session of its own: its process group is the "machine", killed at once with killpg.
+    return subprocess.Popen(
+        [sys.executable, "-m", "optspec", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "TRIAL_SECONDS": str(seconds)},
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> str:
+    try:
+        _, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 0, stderr
+    return stderr
+
+
+def same_trials(study_db: Path, url: str, name: str) -> None:
+    """study.db holds what the shared storage holds, trial by trial."""
+    stored = load(study_db).trials
+    live = optuna.load_study(study_name=name, storage=open_storage(url)).trials
+    assert [(t.number, t.state, t.params, t.values) for t in stored] == [
+        (t.number, t.state, t.params, t.values) for t in live
+    ]
+
+
+@pytest.mark.slow
+def test_a_controller_and_two_joined_machines_run_exactly_n_trials(
+    tmp_path: Path, shared: tuple[list[str], str]
+) -> None:
+    controller_args, url = shared
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    (tmp_path / "study.toml").write_text(spec_text("exact", n_trials=24, workers=2))
+    # The joined machines start first and wait for the study, so that all three take part.
+    joined = [
+        start("worker", "study.toml", "--storage", url, "--workers", "2", "-q",
+              cwd=tmp_path, seconds=0.2)
+        for _ in range(2)
+    ]  # fmt: skip
+    controller = start("run", "study.toml", "-o", "out", "-q", *controller_args,
+                       cwd=tmp_path, seconds=0.2)  # fmt: skip
+    stderr = finish(controller)
+    for process in joined:
+        finish(process)
+
+    trials = load(tmp_path / "out" / "study.db").trials
+    assert len(trials) == 24, stderr
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 24}
+    machines = {t.user_attrs["machine"] for t in trials}
+    assert controller.pid in machines and machines & {p.pid for p in joined}
+    if controller_args[0] == "--storage":
+        same_trials(tmp_path / "out" / "study.db", url, "exact")
+
+
+@pytest.mark.slow
+def test_a_joined_machine_killed_mid_trial_loses_its_trial_which_is_retried(
+    tmp_path: Path, shared: tuple[list[str], str]
+) -> None:
+    controller_args, url = shared
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    (tmp_path / "study.toml").write_text(spec_text("lost", 12, workers=1, heartbeat="1s"))
+    controller = start("run", "study.toml", "-o", "out", "-q", *controller_args,
+                       cwd=tmp_path, seconds=0.5)  # fmt: skip
+    victim = start("worker", "study.toml", "--storage", url, "-q", cwd=tmp_path, seconds=0.5)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(f"running-{victim.pid}-*")):
+        assert time.monotonic() < deadline, "the joined worker never ran a trial"
+        assert victim.poll() is None, victim.communicate()
+        time.sleep(0.02)
+    os.killpg(victim.pid, signal.SIGKILL)  # the whole machine: no process left to tell anyone
+    victim.wait()
+    finish(controller)
+
+    trials = load(tmp_path / "out" / "study.db").trials
+    assert len(trials) == 12
+    lost = [t for t in trials if t.state == TrialState.FAIL]
+    assert lost and all(t.user_attrs["fail_reason"] == "worker lost" for t in lost)
+    assert all(t.user_attrs["machine"] == victim.pid for t in lost)
+    states = Counter(t.state for t in trials)
+    assert states == {TrialState.COMPLETE: 12 - len(lost), TrialState.FAIL: len(lost)}
+    retries = {t.user_attrs.get("retry_of"): t for t in trials if "retry_of" in t.user_attrs}
+    for trial in lost:
+        assert retries[trial.number].params == trial.params
+        assert retries[trial.number].state == TrialState.COMPLETE
+    if controller_args[0] == "--storage":
+        same_trials(tmp_path / "out" / "study.db", url, "lost")
