@@ -90,3 +90,22 @@ def test_a_worker_with_the_same_spec_laid_out_differently_joins(
     spec.write_text("# a comment changes nothing\n" + spec.read_text().replace(" = ", "="))
     joined = optspec("worker", "study.toml", "--storage", postgres_url, cwd=study_dir)
     assert joined.returncode == 0, joined.stderr
+
+
+def test_a_worker_loads_the_plugins_it_is_given_with_p(study_dir: Path, postgres_url: str) -> None:
+    from tests.test_plugins import CONSTANT_OBJECTIVE
+
+    (study_dir / "constant_objective.py").write_text(CONSTANT_OBJECTIVE)
+    spec = study_dir / "study.toml"
+    spec.write_text(
+        spec.read_text().replace('callable = "objectives.py:slow"', 'kind = "constant"\nvalue = 7.5')
+    )
+    started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", postgres_url,
+                      "--n-trials", "2", "-p", "constant_objective", cwd=study_dir)  # fmt: skip
+    assert started.returncode == 0, started.stderr
+
+    without = optspec("worker", "study.toml", "--storage", postgres_url, cwd=study_dir)
+    assert without.returncode == 2 and "constant" in without.stderr
+    joined = optspec("worker", "study.toml", "--storage", postgres_url, "-p",
+                     "constant_objective", cwd=study_dir)  # fmt: skip
+    assert joined.returncode == 0, joined.stderr

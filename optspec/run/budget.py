@@ -115,6 +115,10 @@ class TicketIssuer:
             self.storage.set_study_system_attr(self.study_id, ALL_ISSUED, True)
 
 
+class StorageLost(Exception):
+    """The shared storage stopped answering while the budget still had trials to run."""
+
+
 class TicketTaker:
     """A worker's side: the next trial it may run, popped from the queue, or None when done."""
 
@@ -124,8 +128,19 @@ class TicketTaker:
         self.study_id = study_id(study)
         self.keep_going = keep_going
         self.next_stop_check = 0.0
+        self.all_issued = False
 
     def next_trial(self) -> optuna.Trial | None:
+        """Raises :class:`StorageLost` when the storage stops answering before the budget is
+        spent; afterwards (a served study whose controller is done) that is a normal end."""
+        try:
+            return self._next_trial()
+        except Exception as exc:  # each storage raises its own kinds
+            if self.all_issued:
+                return None
+            raise StorageLost(f"{type(exc).__name__}: {exc}") from exc
+
+    def _next_trial(self) -> optuna.Trial | None:
         while self.keep_going():
             now = time.monotonic()
             if now >= self.next_stop_check:
@@ -136,7 +151,8 @@ class TicketTaker:
             if trial is not None:
                 return trial
             attrs = self._attrs()
-            if STOPPED in attrs or attrs.get(ALL_ISSUED):
+            self.all_issued = bool(attrs.get(ALL_ISSUED))
+            if STOPPED in attrs or self.all_issued:
                 # All issued: one more look, a ticket may have been queued since the last one.
                 return None if STOPPED in attrs else self._pop()
             time.sleep(IDLE_WAIT)

@@ -43,6 +43,7 @@ from optspec.run.study_attrs import RETRY_OF_ATTR, record_fail_reason
 from optspec.run.worker import (
     EXIT_PLUGIN_FAILED,
     EXIT_SETUP_FAILED,
+    EXIT_STORAGE_LOST,
     IDLE,
     Slots,
     WorkerSetup,
@@ -364,6 +365,8 @@ class Controller:
                 self.stop("failed", f"worker {worker.index} could not start (see above)")
             elif code == EXIT_PLUGIN_FAILED:
                 self.stop("failed", "a plugin raised in on_trial_start (see above)")
+            elif code == EXIT_STORAGE_LOST:
+                self.stop("failed", f"worker {worker.index} lost the shared storage (see above)")
             elif self.outcome is None and not self.terminating:
                 self._start_worker(worker.index)
 

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from optspec.config import Config
 from optspec.objectives.results import TrialFailed, record_result
 from optspec.objectives.space import suggest_params
-from optspec.run.budget import TicketTaker
+from optspec.run.budget import StorageLost, TicketTaker
 from optspec.run.leases import Heartbeat
 from optspec.run.study_attrs import record_fail_reason
 from optspec.storage.optuna_compat import study_storage, trial_id
@@ -42,6 +42,8 @@ IDLE = -1
 # raised: a plugin bug that would fail every trial. The controller stops the run on either.
 EXIT_PLUGIN_FAILED = 4
 EXIT_SETUP_FAILED = 3
+EXIT_STORAGE_LOST = 5
+"""A worker's shared storage stopped answering (a database down, a served controller gone)."""
 
 
 @frozen
@@ -176,7 +178,11 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
     if config.shared_storage and config.spec.run.heartbeat is not None:
         heartbeat = Heartbeat(study_storage(study), config.spec.run.heartbeat)
     while keep_going():
-        trial = next_trial()
+        try:
+            trial = next_trial()
+        except StorageLost as exc:
+            print(f"optspec: worker {index}: lost the storage: {exc}", file=sys.stderr)
+            sys.exit(EXIT_STORAGE_LOST)
         if trial is None:
             break
         slots.started[index] = time.time()
