@@ -97,9 +97,8 @@ def test_a_worker_loads_the_plugins_it_is_given_with_p(study_dir: Path, postgres
 
     (study_dir / "constant_objective.py").write_text(CONSTANT_OBJECTIVE)
     spec = study_dir / "study.toml"
-    spec.write_text(
-        spec.read_text().replace('callable = "objectives.py:slow"', 'kind = "constant"\nvalue = 7.5')
-    )
+    constant = 'kind = "constant"\nvalue = 7.5'
+    spec.write_text(spec.read_text().replace('callable = "objectives.py:slow"', constant))
     started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", postgres_url,
                       "--n-trials", "2", "-p", "constant_objective", cwd=study_dir)  # fmt: skip
     assert started.returncode == 0, started.stderr
