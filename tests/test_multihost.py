@@ -165,3 +165,28 @@ def test_a_joined_machine_killed_mid_trial_loses_its_trial_which_is_retried(
         assert retries[trial.number].state == TrialState.COMPLETE
     if controller_args[0] == "--storage":
         same_trials(tmp_path / "out" / "study.db", url, "lost")
+
+
+@pytest.mark.parametrize("server", ["postgres", "redis"])
+def test_a_retry_takes_the_place_of_a_queued_ticket_once_the_budget_is_all_queued(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    from optspec.run.budget import TicketIssuer
+
+    storage = open_storage(request.getfixturevalue(f"{server}_url"))
+    study = optuna.create_study(study_name="retry", storage=storage)
+    issuer = TicketIssuer(study, n_trials=3, window=8)
+    issuer.issue()
+    assert issuer.room == 0
+
+    assert issuer.retry({"x": 1.5}, {"retry_of": 0})
+
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.WAITING] * 3  # still exactly the budget
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == 0]
+    assert len(retried) == 1
+    # A worker that pops it runs the lost trial's parameters.
+    trial = study.ask()
+    while trial.number != retried[0].number:
+        trial = study.ask()
+    assert trial.suggest_float("x", -10, 10) == 1.5

@@ -10,11 +10,11 @@ that ``Study.ask`` uses for enqueued trials and that exactly one process wins (a
 RDBStorage, the log order in JournalStorage, one lock in the gRPC proxy's process). The study
 therefore ends with exactly ``n_trials`` trials, whatever the number of hosts and workers.
 
-The controller keeps a window of tickets ahead of the workers rather than all of them, so that a
-trial whose worker was lost can still be retried within the budget; the window doubles whenever
-the workers find the queue empty. Two study system attributes tell workers elsewhere how the
-budget stands: :data:`ALL_ISSUED` (no ticket will follow the ones queued) and :data:`STOPPED`
-(the run stopped: take no more tickets).
+The controller keeps a window of tickets ahead of the workers rather than all of them (the window
+doubles whenever the workers find the queue empty), so a trial whose worker was lost is retried
+within the budget: as a new trial while the budget has room, else in place of a queued ticket.
+Two study system attributes tell workers elsewhere how the budget stands: :data:`ALL_ISSUED`
+(no ticket will follow the ones queued) and :data:`STOPPED` (the run stopped: take no more).
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState, create_trial
 
-from optspec.storage.optuna_compat import forget_cached_trials, study_id, study_storage, trial_id
+from optspec.storage.optuna_compat import (
+    FIXED_PARAMS_ATTR,
+    forget_cached_trials,
+    study_id,
+    study_storage,
+    trial_id,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -89,14 +95,34 @@ class TicketIssuer:
             self.total += 1
         self._mark_all_issued()
 
-    def enqueue(self, params: dict[str, Any], user_attrs: dict[str, Any]) -> bool:
-        """Queue a trial with these parameters if the budget has room; False when it has none."""
-        if self.room == 0:
-            return False
-        self.study.enqueue_trial(params, user_attrs=user_attrs)
-        self.total += 1
-        self._mark_all_issued()
-        return True
+    def retry(self, params: dict[str, Any], user_attrs: dict[str, Any]) -> bool:
+        """Queue a trial with these parameters within the budget; False when it has no room.
+
+        With every ticket already issued, a queued ticket that no worker took yet becomes the
+        retry: the controller takes it off the queue (the same atomic pop a worker does), gives
+        it the parameters and puts it back. Only when no such ticket is left does the budget have
+        no room: then every trial of the study has started.
+        """
+        if self.room > 0:
+            self.study.enqueue_trial(params, user_attrs=user_attrs)
+            self.total += 1
+            self._mark_all_issued()
+            return True
+        for ticket in self.storage.get_all_trials(self.study_id, deepcopy=False, states=_WAITING):
+            if FIXED_PARAMS_ATTR in ticket.system_attrs:
+                continue  # an enqueued point or another retry
+            id_ = trial_id(ticket)
+            try:
+                if not self.storage.set_trial_state_values(id_, TrialState.RUNNING):
+                    continue
+            except UpdateFinishedTrialError:
+                continue
+            self.storage.set_trial_system_attr(id_, FIXED_PARAMS_ATTR, params)
+            for key, value in user_attrs.items():
+                self.storage.set_trial_user_attr(id_, key, value)
+            self.storage.set_trial_state_values(id_, TrialState.WAITING)
+            return True
+        return False
 
     def stop(self, reason: str) -> None:
         self.storage.set_study_system_attr(self.study_id, STOPPED, reason)

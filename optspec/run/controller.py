@@ -313,7 +313,7 @@ class Controller:
                 continue
             if trial.number not in self.retried and self.outcome is None:
                 self.retried.add(trial.number)
-                self.issuer.enqueue(trial.params, {RETRY_OF_ATTR: trial.number})
+                self.issuer.retry(trial.params, {RETRY_OF_ATTR: trial.number})
 
     # -- workers ----------------------------------------------------------------------------
 

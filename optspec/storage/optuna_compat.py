@@ -35,6 +35,7 @@ CHECKED_VERSIONS = ("5.0",)
 __all__ = [
     "CHECKED_VERSIONS",
     "FINISHED_STATES",
+    "FIXED_PARAMS_ATTR",
     "SET_TRIAL_STATE_VALUES",
     "FrozenStudy",
     "JournalOperation",
@@ -56,6 +57,11 @@ FINISHED_STATES = frozenset(
 """``state`` values of a SET_TRIAL_STATE_VALUES log that end a trial (plain ints, as in logs)."""
 
 SET_TRIAL_STATE_VALUES = int(JournalOperation.SET_TRIAL_STATE_VALUES)
+
+FIXED_PARAMS_ATTR = "fixed_params"
+"""The trial system attribute where ``Study.enqueue_trial`` keeps a queued trial's parameters
+and ``Trial`` reads them back (``optuna/study/study.py``, ``optuna/trial/_trial.py``; checked:
+5.0.0). optspec sets it on a queued ticket to turn it into a retry."""
 
 
 def study_storage(study: optuna.Study) -> BaseStorage:
