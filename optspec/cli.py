@@ -19,7 +19,6 @@ from optspec.errors import OptspecError, UsageError
 
 if TYPE_CHECKING:
     from optspec.outcome import Outcome
-    from optspec.spec.model import Spec
 
 EXIT_INTERRUPTED = 130
 
@@ -41,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optspec",
+        allow_abbrev=False,
         description="Run Optuna studies described in TOML.",
         epilog="Exit codes: 0 done, 1 study failed, 2 usage or spec error, 130 interrupted.",
     )
@@ -115,10 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         'array like \'["0,1", "2,3"]\' (several each); replaces [run] devices',
     )
     _add_plugin_option(worker)
-    _add_quiet_option(worker)
+    _add_quiet_option(worker, verbose=False)
     worker.set_defaults(command=_worker)
 
-    validate = commands.add_parser("validate", help="check specs; nothing runs")
+    validate = commands.add_parser(
+        "validate",
+        help="every check `run` makes before its first trial; no trial runs",
+        description=(
+            "Check each SPEC as `run` does before its first trial: the spec itself, sampler and "
+            "pruner options, the objective (its module is imported, as `pytest --collect-only` "
+            "imports test modules), and the plugins (imported and configured). No trial runs "
+            "and nothing is written."
+        ),
+    )
     validate.add_argument("specs", metavar="SPEC", type=Path, nargs="+")
     validate.add_argument(
         "--print",
@@ -156,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="JSON Schema of the spec format, for editors")
     schema.set_defaults(command=_schema)
+    # An abbreviation is a silent guess: `resume --spec FILE` must never mean `--spec-dir FILE`.
+    for subparser in commands.choices.values():
+        subparser.allow_abbrev = False
     return parser
 
 
@@ -186,8 +198,13 @@ def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+def _add_quiet_option(parser: argparse.ArgumentParser, *, verbose: bool = True) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    if verbose:
+        group.add_argument(
+            "-v", "--verbose", action="store_true", help="also show Optuna's own INFO lines"
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -239,13 +256,14 @@ def _duration(text: str) -> float:
 
 def _validate(args: argparse.Namespace) -> int:
     from optspec.errors import SpecError
+    from optspec.run.lifecycle import check_spec
     from optspec.spec.load import load_spec, spec_to_toml
 
     status = 0
     for path in args.specs:
         try:
             spec = load_spec(path)
-            _check_registered_names(spec)
+            check_spec(spec)
         except SpecError as exc:
             print(exc.with_file(path), file=sys.stderr)
             status = exc.exit_code
@@ -261,15 +279,6 @@ def _validate(args: argparse.Namespace) -> int:
     return status
 
 
-def _check_registered_names(spec: Spec) -> None:
-    from optspec.plugins.components import check_names
-    from optspec.plugins.manager import build_plugin_manager
-    from optspec.run.lifecycle import prepare_sys_path
-
-    prepare_sys_path(spec)  # -p / [plugins] load modules may live next to the spec
-    check_names(build_plugin_manager(spec), spec)
-
-
 def _run(args: argparse.Namespace) -> int:
     from optspec.run.lifecycle import run_study
 
@@ -282,6 +291,7 @@ def _run(args: argparse.Namespace) -> int:
         plugin_args=args.plugins,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        verbose=args.verbose,
         dashboard=args.dashboard,
         storage=args.storage,
         serve=args.serve,
@@ -300,6 +310,7 @@ def _resume(args: argparse.Namespace) -> int:
         plugin_args=args.plugins,
         spec_dir=args.spec_dir,
         quiet=args.quiet,
+        verbose=args.verbose,
     )
     return _report(result.outcome)
 

@@ -29,6 +29,8 @@ class Config:
     """The worker's ``[run] devices`` entry (``"0"``, ``"0,1"``); None without devices."""
     plugin_args: tuple[str, ...] = ()
     quiet: bool = False
+    verbose: bool = False
+    """``-v``: Optuna's own INFO lines (one per finished trial), in the controller and workers."""
     storage_url: str | None = None
     serve: str | None = None
     """``run --serve [HOST:]PORT``: the study is served over gRPC for ``optspec worker``."""

@@ -447,7 +447,8 @@ def test_corpus_is_large_and_ids_are_unique():
 
 
 def test_the_template_itself_is_valid(write_spec, capsys):
-    path = write_spec(spec())
+    path = write_spec(spec(objective=OBJ))
+    write_objective(path.parent)
     assert validate_in_process(capsys, path) == (0, f"ok: {path}\n", "")
 
 
@@ -585,7 +586,8 @@ def test_a_broken_parent_is_reported_once(write_spec, capsys):
 
 
 def test_several_files_ok_and_bad(write_spec, tmp_path, capsys):
-    good = write_spec(spec(), "good.toml")
+    good = write_spec(spec(objective=OBJ), "good.toml")
+    write_objective(tmp_path)
     bad = write_spec(spec(version="3"), "bad.toml")
     code, out, err = validate_in_process(capsys, good, bad)
     assert code == 2
@@ -621,16 +623,87 @@ def test_building_the_parser_does_not_import_optuna():
     assert result.stdout == "False\n"
 
 
-def test_validate_does_not_import_optuna():
-    code = (
-        "import sys, optspec.cli\n"
-        f"code = optspec.cli.main(['validate', {str(EXAMPLES / 'conditional.toml')!r}])\n"
-        "print(code, sorted(m for m in sys.modules if m.split('.')[0] == 'optuna'))\n"
+# -- every check run makes before its first trial --------------------------------------------
+
+OBJ = 'callable = "obj.py:f"'
+
+
+def write_objective(directory: Path) -> None:
+    (directory / "obj.py").write_text("def f(params):\n    return params['x']\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "toml_path", "fragment"),
+    [
+        (
+            spec(objective=OBJ, extra='[sampler]\nname = "tpe"\nn_startup = 5'),
+            "sampler.n_startup",
+            "did you mean 'n_startup_trials'",
+        ),
+        (
+            spec(objective=OBJ, extra='[pruner]\nname = "median"\nwarmup = 5'),
+            "pruner.warmup",
+            "not an option of median",
+        ),
+        (spec(objective='callable = "obj.py:nope"'), "objective.callable", "no attribute 'nope'"),
+        (spec(objective='callable = "no_such_module_here:f"'), "objective.callable", ""),
+        (
+            spec(
+                objective=OBJ,
+                extra='[study]\ndirections = ["minimize", "maximize"]\n[pruner]\nname = "median"',
+            ),
+            "pruner",
+            "several objectives",
+        ),
+    ],
+    ids=["sampler-option", "pruner-option", "missing-callable", "missing-module", "mo-pruner"],
+)
+def test_validate_makes_the_checks_run_makes(
+    write_spec, tmp_path, optspec_cli, text, toml_path, fragment
+):
+    path = write_spec(text)
+    write_objective(tmp_path)
+    validated = optspec_cli("validate", path)
+    assert_reported(validated.returncode, validated.stderr, path, toml_path, fragment)
+    assert validated.stdout == ""
+    ran = optspec_cli("run", path, "-o", tmp_path / "out")
+    stderr = ran.stderr.removeprefix("optspec: ")  # run prefixes a one-line message
+    assert_reported(ran.returncode, stderr, path, toml_path, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_imports_plugins_and_lets_them_check_their_options(write_spec, tmp_path, capsys):
+    (tmp_path / "optspec_plugins.py").write_text(
+        "import optspec\n"
+        "@optspec.hookimpl\n"
+        "def configure(config):\n"
+        "    if config.plugin_options('local').get('level') != 'high':\n"
+        "        raise optspec.SpecError('plugin.local.level: must be \"high\"')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    write_objective(tmp_path)
+    path = write_spec(spec(objective=OBJ, extra='[plugin.local]\nlevel = "low"'))
+    code, out, err = validate_in_process(capsys, path)
+    assert out == ""
+    assert_reported(code, err, path, "plugin.local.level", "must be")
+
+
+def test_several_objectives_without_pruner_get_none(write_spec, tmp_path, capsys):
+    write_objective(tmp_path)
+    several = write_spec(
+        spec(objective=OBJ, extra='[study]\ndirections = ["minimize", "maximize"]')
     )
-    assert result.stdout.splitlines()[-1] == "0 []"
+    one = write_spec(spec(objective=OBJ), "one.toml")
+    assert cli.main(["validate", "--print", str(several)]) == 0
+    assert '[pruner]\nname = "nop"\n' in capsys.readouterr().out
+    assert cli.main(["validate", "--print", str(one)]) == 0
+    assert '[pruner]\nname = "median"\n' in capsys.readouterr().out
+
+
+def test_no_abbreviated_options(tmp_path, optspec_cli):
+    # `--spec` once silently meant `--spec-dir`; an abbreviation is now an error.
+    result = optspec_cli("resume", tmp_path / "study.db", "--spec-d", tmp_path)
+    assert result.returncode == 2
+    assert "unrecognized arguments: --spec-d" in result.stderr
 
 
 def test_a_sampler_that_is_not_a_table_is_one_problem(write_spec, capsys):

@@ -61,6 +61,7 @@ def run_study(
     plugins: Sequence[object] = (),
     overwrite: bool = False,
     quiet: bool = False,
+    verbose: bool = False,
     dashboard: int | None = None,
     storage: str | None = None,
     serve: str | None = None,
@@ -88,6 +89,7 @@ def run_study(
         out,
         plugin_args=tuple(plugin_args),
         quiet=quiet,
+        verbose=verbose,
         dashboard_port=dashboard,
         storage_url=storage,
         serve=serve,
@@ -100,7 +102,7 @@ def run_study(
 
     from optspec.storage.indexed import IndexedJournalStorage
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _set_optuna_verbosity(config)
     with contextlib.ExitStack() as stack:
         if storage is None:
             backend = stack.enter_context(_new_journal())
@@ -183,6 +185,7 @@ def resume_study(
     plugins: Sequence[object] = (),
     spec_dir: str | os.PathLike[str] | None = None,
     quiet: bool = False,
+    verbose: bool = False,
 ) -> RunResult:
     """Continue the study in ``study_db`` (or a fallback journal file) with the spec stored in it.
 
@@ -191,6 +194,9 @@ def resume_study(
     from optspec.storage import optuna_compat
 
     path = Path(study_db).absolute()
+    directory = path if path.is_dir() else path.parent
+    if path.name == "journal.log" or (not path.is_file() and (directory / "journal.log").exists()):
+        raise UsageError(_old_journal_message(directory))
     if path.is_dir():
         raise UsageError(f"{study_db} is a directory; give the study.db file of an earlier run")
     if not path.is_file():
@@ -212,8 +218,10 @@ def resume_study(
                 path.parent,
                 plugin_args=tuple(plugin_args),
                 quiet=quiet,
+                verbose=verbose,
                 study_db=path.with_name("study.db") if _is_journal_file(path) else path,
             )
+            _set_optuna_verbosity(config)
             pm, sampler, pruner = _prepare(config, plugins)
             pickled_plugins = _pickle_plugins(plugins)
             study = optuna.load_study(
@@ -240,6 +248,13 @@ def prepare_sys_path(spec: Spec) -> None:
         if entry in sys.path:
             sys.path.remove(entry)
         sys.path.insert(0, entry)
+
+
+def _set_optuna_verbosity(config: Config) -> None:
+    import optuna
+
+    # Optuna logs a line per finished trial at INFO: only when asked (`-v`).
+    optuna.logging.set_verbosity(optuna.logging.INFO if config.verbose else optuna.logging.WARNING)
 
 
 def _start_worker_server() -> None:
@@ -407,10 +422,23 @@ def _check_output(output: Path, overwrite: bool) -> None:
             "or start over with --overwrite"
         )
     if (output / "journal.log").exists() and not study_db.exists():
-        raise UsageError(
-            f"{output} holds journal.log from an older optspec; old journal studies are not "
-            "migrated to study.db: move the directory away or choose another output (-o DIR)"
-        )
+        raise UsageError(_old_journal_message(output))
+
+
+def _old_journal_message(directory: Path) -> str:
+    return (
+        f"{directory} holds journal.log from an older optspec, and no study.db; old journal "
+        "studies are not migrated to study.db: start the study again with `optspec run` into "
+        "another directory (-o DIR), or move this one away"
+    )
+
+
+def check_spec(spec: Spec, plugin_args: Sequence[str] = ()) -> None:
+    """Every check ``run`` makes before its first trial, without running or writing anything:
+    the plugins are imported and configured, sampler, pruner and objective built (the objective's
+    module imported, as ``pytest --collect-only`` imports test modules). For ``optspec validate``.
+    """
+    _prepare(Config(spec, spec.study.output, plugin_args=tuple(plugin_args), quiet=True), ())
 
 
 def _prepare(config: Config, plugins: Sequence[object]) -> tuple[PluginManager, Any, Any]:

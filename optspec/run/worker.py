@@ -125,14 +125,14 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     from optspec.plugins.manager import build_plugin_manager
     from optspec.run.lifecycle import prepare_sys_path
 
-    # One INFO line per trial from every worker would drown the progress display.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = attrs.evolve(
         setup.config,
         role="worker",
         worker_index=setup.index,
         device=setup.config.spec.run.device(setup.index),
     )
+    # One INFO line per trial from every worker would drown the progress display; `-v` asks.
+    optuna.logging.set_verbosity(optuna.logging.INFO if config.verbose else optuna.logging.WARNING)
     sys.path[:] = list(dict.fromkeys([*setup.sys_path, *sys.path]))
     prepare_sys_path(config.spec)
     objects = pickle.loads(setup.plugin_objects) if setup.plugin_objects else ()
@@ -245,7 +245,25 @@ def run_trial(
         return False
     else:
         study.tell(trial, values)
+        if config.verbose:
+            _log_finished(study, trial.number, values, params)
     return True
+
+
+def _log_finished(study: optuna.Study, number: int, values: Any, params: dict[str, Any]) -> None:
+    """Optuna's own line for a finished trial, which only ``Study.optimize`` writes: the workers
+    ask and tell, so ``-v`` would not show it otherwise."""
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    if len(values) > 1:
+        message = f"Trial {number} finished with values: {values} and parameters: {params}."
+    else:
+        message = f"Trial {number} finished with value: {values[0]} and parameters: {params}."
+        try:
+            best = study.best_trial
+            message += f" Best is trial {best.number} with value: {best.value}."
+        except ValueError:  # no feasible trial completed yet
+            pass
+    optuna.logging.get_logger("optuna.study.study").info(message)
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:

@@ -260,7 +260,7 @@ class _Converter:
         params = self.params(data.get("params", {}))
         objective = self.objective(data.get("objective"), params)
         sampler = self.component(data, "sampler", "tpe")
-        pruner = self.component(data, "pruner", "median")
+        pruner = self.pruner(data, study)
         self.check_sampler_space(sampler, params)
         return Spec(
             version=SPEC_VERSION,
@@ -697,6 +697,20 @@ class _Converter:
             required=True,
         )
         return Component(name, {k: v for k, v in table.items() if k != "name"})
+
+    def pruner(self, data: Mapping[str, Any], study: StudySection) -> Component:
+        """Median by default; with several objectives no pruner, as Optuna refuses
+        ``trial.report`` there (every trial that reported would fail)."""
+        if len(study.directions) == 1:
+            return self.component(data, "pruner", "median")
+        pruner = self.component(data, "pruner", "nop")
+        if "pruner" in data and pruner.name != "nop":
+            self.add(
+                "pruner",
+                f"{pruner.name!r} cannot prune a study with several objectives (Optuna refuses "
+                'trial.report there); remove [pruner], or set name = "nop"',
+            )
+        return pruner
 
     def constraints(self, value: Any) -> tuple[Constraint, ...]:
         if not isinstance(value, list):
