@@ -175,8 +175,20 @@ def register_objectives():
 """
 
 
+def write_pkg_mod(directory: Path) -> None:
+    """``pkg.mod``, which the rich specs name: validate imports the objective's module as run does."""
+    (directory / "pkg").mkdir()
+    (directory / "pkg" / "mod.py").write_text(
+        "def objective(params, **args):\n    return 0.0, 0.0\n\n"
+        "def f(params):\n    return 0.0\n",
+        encoding="utf-8",
+    )
+
+
 @pytest.mark.parametrize("name", RICH_SPECS)
 def test_rich_specs_round_trip(tmp_path, name):
+    write_pkg_mod(tmp_path)
+    (tmp_path / "sub").mkdir()  # the command spec's cwd
     (tmp_path / "my_plugin.py").write_text('"""A plugin with no hooks."""\n', encoding="utf-8")
     (tmp_path / "optspec_plugins.py").write_text(NAMED_PLUGIN, encoding="utf-8")
     path = tmp_path / f"{name}.toml"
@@ -185,6 +197,7 @@ def test_rich_specs_round_trip(tmp_path, name):
 
 
 def test_printed_spec_fills_in_defaults(tmp_path):
+    write_pkg_mod(tmp_path)
     path = tmp_path / "minimal.toml"
     path.write_text(RICH_SPECS["minimal-defaults"], encoding="utf-8")
     data = tomllib.loads(print_spec(path))
