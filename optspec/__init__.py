@@ -32,16 +32,20 @@ __all__ = [
     "UsageError",
     "__version__",
     "dump_to_sqlite",
+    "failures_by_reason",
     "hookimpl",
     "hookspec",
     "join_study",
     "load_from_sqlite",
     "load_spec",
+    "markdown_summary",
     "resume_study",
     "run_study",
 ]
 
 if TYPE_CHECKING:
+    from optspec.report.failures import failures_by_reason
+    from optspec.report.markdown import markdown_summary
     from optspec.run.lifecycle import join_study, resume_study, run_study
     from optspec.storage.select import SharedMemoryJournalBackend
     from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
@@ -54,6 +58,9 @@ _LAZY = {
     "SharedMemoryJournalBackend": "optspec.storage.select",
     "dump_to_sqlite": "optspec.storage.studydb",
     "load_from_sqlite": "optspec.storage.studydb",
+    # For plugins (the built-in github and terminal ones too): what a finished study shows.
+    "markdown_summary": "optspec.report.markdown",
+    "failures_by_reason": "optspec.report.failures",
 }
 
 

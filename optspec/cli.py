@@ -150,6 +150,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(command=_export)
 
+    report = commands.add_parser(
+        "report",
+        help="one self-contained HTML page (or a Markdown summary) of a study.db",
+        description=(
+            "Write a report of STUDY_DB: an HTML page with the optimization history, parameter "
+            "importances, parallel coordinates and slices, the Pareto front (several "
+            "objectives), the best trial(s), failures by reason and the spec. It has no script "
+            "and no external resource, so it opens offline. --format md writes a compact "
+            "Markdown summary for CI job summaries."
+        ),
+    )
+    report.add_argument("study_db", metavar="STUDY_DB", type=Path)
+    report.add_argument("--format", choices=("html", "md"), default="html")
+    report.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="default: report.html (or report.md) next to STUDY_DB; - for standard output",
+    )
+    report.set_defaults(command=_report_command)
+
     plugins = commands.add_parser(
         "plugins", help="plugins, their hooks, samplers, pruners, objectives"
     )
@@ -346,6 +367,15 @@ def _export(args: argparse.Namespace) -> int:
     from optspec.report.results import export
 
     return export(args.study_db, fmt=args.format, output=args.output)
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from optspec.report.render import report
+
+    written = report(args.study_db, fmt=args.format, output=args.output)
+    if written is not None:
+        print(f"report: {written}")
+    return 0
 
 
 def _plugins(args: argparse.Namespace) -> int:

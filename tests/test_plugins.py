@@ -261,7 +261,7 @@ def test_optspec_plugins_lists_plugins_with_origin_hooks_and_registrations(proje
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     rows = {line.split()[0]: line for line in lines if line.startswith("  ")}
-    for builtin in ("samplers", "pruners", "objectives", "sqlite", "terminal"):
+    for builtin in ("samplers", "pruners", "objectives", "sqlite", "terminal", "github"):
         assert "builtin" in rows[builtin]
     assert "optspec-jsonl-log 0.1.0" in rows["jsonl-log"]
     assert "configure, on_trial_end" in rows["jsonl-log"]
@@ -308,8 +308,8 @@ def test_plugins_load_in_the_documented_order_and_later_ones_run_first(project):
     assert log.read_text().splitlines() == ["local file", "spec", "-p", "ep"]
     lines = listing.stdout.splitlines()
     names = [line.split()[0] for line in lines[1 : lines.index("samplers:")]]
-    assert names[:5] == ["samplers", "pruners", "objectives", "sqlite", "terminal"]
-    assert set(names[5:-1]) == {"jsonl-log", "order-ep"}  # entry points, in the group's order
+    assert names[:6] == ["samplers", "pruners", "objectives", "sqlite", "terminal", "github"]
+    assert set(names[6:-1]) == {"jsonl-log", "order-ep"}  # entry points, in the group's order
     assert names[-1] == "order_p"
 
 

@@ -32,7 +32,7 @@ from optspec.errors import UsageError
 from optspec.plugins import hookspecs
 from optspec.spec.model import Spec
 
-BUILTIN_PLUGINS = ("samplers", "pruners", "objectives", "sqlite", "terminal")
+BUILTIN_PLUGINS = ("samplers", "pruners", "objectives", "sqlite", "terminal", "github")
 ENTRY_POINT_GROUP = "optspec"
 DISABLE_AUTOLOAD_ENV = "OPTSPEC_DISABLE_PLUGIN_AUTOLOAD"
 LOCAL_PLUGIN_FILE = "optspec_plugins.py"

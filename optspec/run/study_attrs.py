@@ -23,6 +23,8 @@ SPEC_DIR_ATTR = "optspec:spec_dir"
 """``{"relative": ..., "absolute": ...}``: the spec's directory, relative to study.db first."""
 SPEC_FILE_ATTR = "optspec:spec_file"
 """The spec's file name, for the study name default and relative references."""
+OVERRIDES_ATTR = "optspec:overrides"
+"""The ``--set KEY=VALUE`` overrides applied to the spec file to make the stored spec."""
 
 # Trial system attributes.
 INTERRUPTED_ATTR = "optspec:interrupted"
