@@ -176,7 +176,7 @@ def register_objectives():
 
 
 def write_pkg_mod(directory: Path) -> None:
-    """``pkg.mod``, which the rich specs name: validate imports the objective's module as run does."""
+    """``pkg.mod``, which the rich specs name: validate imports it, as run does."""
     (directory / "pkg").mkdir()
     (directory / "pkg" / "mod.py").write_text(
         "def objective(params, **args):\n    return 0.0, 0.0\n\n"
