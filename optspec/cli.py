@@ -85,8 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet_option(run)
     run.set_defaults(command=_run)
 
-    resume = commands.add_parser("resume", help="continue a study from its study.db")
+    resume = commands.add_parser(
+        "resume",
+        help="continue a study from its study.db",
+        description=(
+            "Continue the study in STUDY_DB. It runs the spec stored in STUDY_DB, unless the "
+            "spec file recorded for the study exists and differs: then resume stops, and "
+            "--spec FILE (run the checked-in spec) or --stored-spec (run the stored one) "
+            "decides. In CI, pass --spec: a study.db from a cache never decides what runs."
+        ),
+    )
     resume.add_argument("study_db", metavar="STUDY_DB", type=Path)
+    trusted = resume.add_mutually_exclusive_group()
+    trusted.add_argument(
+        "--spec",
+        metavar="FILE",
+        type=Path,
+        dest="spec_file",
+        help="run FILE's objective, space and plugins (same study name and directions)",
+    )
+    trusted.add_argument(
+        "--stored-spec",
+        action="store_true",
+        help="run the spec stored in STUDY_DB even if the recorded spec file differs",
+    )
     _add_budget_options(resume)
     _add_plugin_option(resume)
     resume.add_argument(
@@ -332,6 +354,8 @@ def _resume(args: argparse.Namespace) -> int:
         spec_dir=args.spec_dir,
         quiet=args.quiet,
         verbose=args.verbose,
+        spec_file=args.spec_file,
+        stored_spec=args.stored_spec,
     )
     return _report(result.outcome)
 

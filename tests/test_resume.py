@@ -244,3 +244,101 @@ def test_a_failed_dump_keeps_the_old_study_db_and_the_fallback_resumes(study_dir
     trials = load(db).trials  # the fallback's 7 trials, then 2 more, in study.db again
     assert [t.number for t in trials] == list(range(9))
     assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+# -- which spec a resume runs -----------------------------------------------------------------------
+
+
+def _alter_stored_spec(db: Path, marker: Path) -> str:
+    """What a poisoned cache would hold: study.db's stored spec now runs a command."""
+    import json
+    import sqlite3
+
+    altered = spec_text("quadratic", n_trials=3).replace(
+        'callable = "objectives.py:quadratic"',
+        f'command = ["{{python}}", "-c", "open({str(marker)!r}, \'w\').close(); print(1.0)"]',
+    )
+    with sqlite3.connect(db) as connection:
+        changed = connection.execute(
+            "UPDATE study_system_attributes SET value_json = ? WHERE key = 'optspec:spec'",
+            (json.dumps(altered),),
+        ).rowcount
+    connection.close()
+    assert changed == 1
+    return altered
+
+
+def _stored_spec(db: Path) -> str:
+    import json
+    import sqlite3
+
+    connection = sqlite3.connect(db)
+    try:
+        (value,) = connection.execute(
+            "SELECT value_json FROM study_system_attributes WHERE key = 'optspec:spec'"
+        ).fetchone()
+    finally:
+        connection.close()
+    return json.loads(value)
+
+
+def test_resume_runs_the_checked_in_spec_not_one_a_study_db_brings(study_dir: Path) -> None:
+    spec = spec_text("quadratic", n_trials=3)
+    (study_dir / "study.toml").write_text(spec)
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    db = study_dir / "out" / "study.db"
+    marker = study_dir / "MARKER"
+    altered = _alter_stored_spec(db, marker)
+    before = db.read_bytes()
+
+    refused = optspec("resume", db, "--n-trials", "5", "-q", cwd=study_dir)
+    assert refused.returncode == 2
+    message = refused.stderr
+    assert str(study_dir / "study.toml") in message
+    assert f"--spec {study_dir / 'study.toml'}" in message and "--stored-spec" in message
+    assert "Traceback" not in message
+    assert not marker.exists()
+    assert db.read_bytes() == before
+
+    trusted = optspec("resume", db, "--spec", "study.toml", "--n-trials", "5", "-q", cwd=study_dir)
+    assert trusted.returncode == 0, trusted.stderr
+    assert not marker.exists()
+    study = load(db)
+    assert len(study.trials) == 5
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert _stored_spec(db) == spec  # the spec it ran is the one recorded now
+
+    # From now on stored and checked-in agree: a plain resume runs.
+    again = optspec("resume", db, "--n-trials", "6", "-q", cwd=study_dir)
+    assert again.returncode == 0, again.stderr
+    assert not marker.exists()
+
+    # --stored-spec is the explicit choice of study.db's own spec.
+    _alter_stored_spec(db, marker)
+    stored = optspec("resume", db, "--stored-spec", "--n-trials", "7", "-q", cwd=study_dir)
+    assert stored.returncode == 0, stored.stderr
+    assert marker.exists()
+    assert _stored_spec(db) == altered
+
+
+def test_resume_spec_must_match_the_study_name_and_directions(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
+    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    db = study_dir / "out" / "study.db"
+    before = db.read_bytes()
+    (study_dir / "renamed.toml").write_text(
+        spec_text("quadratic", n_trials=5).replace('name = "s"', 'name = "other"')
+    )
+    (study_dir / "maximize.toml").write_text(
+        spec_text("quadratic", n_trials=5).replace(
+            'name = "s"', 'name = "s"\ndirection = "maximize"'
+        )
+    )
+    for file, fragment in (("renamed.toml", "named 'other'"), ("maximize.toml", "directions")):
+        result = optspec("resume", db, "--spec", file, "-q", cwd=study_dir)
+        assert result.returncode == 2, result.stderr
+        assert f"--spec {file}" in result.stderr and fragment in result.stderr
+        assert "Traceback" not in result.stderr
+    assert db.read_bytes() == before
+    both = optspec("resume", db, "--spec", "study.toml", "--stored-spec", cwd=study_dir)
+    assert both.returncode == 2 and "not allowed with" in both.stderr

@@ -31,6 +31,7 @@ import attrs
 from optspec.config import Config
 from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
 from optspec.outcome import Outcome, RunResult
+from optspec.run import trust
 from optspec.run.study_attrs import (
     INTERRUPTED_ATTR,
     RETRY_OF_ATTR,
@@ -186,10 +187,17 @@ def resume_study(
     spec_dir: str | os.PathLike[str] | None = None,
     quiet: bool = False,
     verbose: bool = False,
+    spec_file: str | os.PathLike[str] | None = None,
+    stored_spec: bool = False,
 ) -> RunResult:
     """Continue the study in ``study_db`` (or a fallback journal file) with the spec stored in it.
 
     ``n_trials`` is the new total for the study. Trials an interruption failed run again first.
+
+    :param spec_file: run this spec file instead of the stored spec (same study name and
+        directions); it becomes the study's recorded spec.
+    :param stored_spec: run the stored spec even when the spec file recorded for the study
+        differs from it. Without either, such a difference is a UsageError naming both ways.
     """
     from optspec.storage import optuna_compat
 
@@ -211,7 +219,15 @@ def resume_study(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         backend, loaded = load_from_sqlite(path, backend=_new_journal())
         with backend:
-            spec = _spec_of(loaded, path, spec_dir)
+            stored = optuna_compat.study_storage(loaded).get_study_system_attrs(
+                optuna_compat.study_id(loaded)
+            )
+            if spec_file is not None:
+                spec = trust.spec_from_file(spec_file, loaded, stored, path)
+            else:
+                spec = _spec_of(loaded, path, spec_dir)
+                if not stored_spec:
+                    trust.refuse_changed_spec_file(spec, stored, path)
             spec = _with_budget(spec, n_trials, timeout, workers)
             config = Config(
                 spec,
@@ -230,6 +246,8 @@ def resume_study(
                 sampler=sampler,
                 pruner=pruner,
             )
+            if spec_file is not None:
+                _record_spec(study, spec, path.parent)  # the spec it runs from now on
             _retry_interrupted(study, spec.run.n_trials)
             return _run(config, pm, study, backend, pickled_plugins)
     finally:
