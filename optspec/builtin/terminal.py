@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from optspec import hookimpl
+from optspec import failures_by_reason, hookimpl
 
 if TYPE_CHECKING:
     import optuna
@@ -197,9 +197,38 @@ def summary_text(
                 for t in front
             ],
         )
+    lines += failures_text(study)
     if saved:
         lines.append(f"saved: {config.study_db}")
     return "\n".join(lines)
+
+
+SHOWN_REASONS = 3
+REASON_WIDTH = 160
+
+
+def failures_text(study: optuna.Study) -> list[str]:
+    """How many trials failed and the most frequent reasons, each with an example trial."""
+    groups = failures_by_reason(study.get_trials(deepcopy=False))
+    if not groups:
+        return []
+    total = sum(group.count for group in groups)
+    lines = [
+        f"failed: {total} trials, {len(groups)} distinct reasons"
+        if len(groups) > 1
+        else f"failed: {total} trials"
+    ]
+    for group in groups[:SHOWN_REASONS]:
+        first = group.reason.strip().splitlines()[0] if group.reason.strip() else group.reason
+        place = first.rfind(" (at ")
+        head, tail = (first[:place], first[place:]) if place > 0 else (first, "")
+        if len(head) > REASON_WIDTH:  # a long message is cut; where it was raised is kept
+            head = head[: REASON_WIDTH - 1] + "…"
+        first = head + tail
+        lines.append(f"  {group.count} x {first} (e.g. trial #{group.example})")
+    if len(groups) > SHOWN_REASONS:
+        lines.append(f"  ... {len(groups) - SHOWN_REASONS} more reasons: `optspec show` lists all")
+    return lines
 
 
 def _number(value: float | str) -> str:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from optspec.errors import UsageError
 from optspec.objectives.trial_dirs import trial_dir_path
+from optspec.report.failures import failures_by_reason
 from optspec.run.study_attrs import OVERRIDES_ATTR, SPEC_ATTR
 
 if TYPE_CHECKING:
@@ -242,6 +243,10 @@ def show_report(study: optuna.Study, path: str | os.PathLike[str]) -> dict[str, 
         "datetime_start": _iso(first),
         "datetime_complete": _iso(last),
         "duration_seconds": (last - first).total_seconds() if first and last else None,
+        "failures": [
+            {"reason": group.reason, "count": group.count, "trials": list(group.trials)}
+            for group in failures_by_reason(trials)
+        ],
         "spec": stored_spec(study),
     }
 
@@ -283,6 +288,16 @@ def show_text(report: dict[str, Any]) -> str:
             lines.append("trial directories:")
             lines += [f"  #{t['number']}  {t['trial_dir']}" for t in kept]
     lines.append("")
+    failures = report["failures"]
+    if failures:
+        total = sum(group["count"] for group in failures)
+        lines.append(f"failures: {total} trials, by reason:")
+        for group in failures:
+            trials = ", ".join(f"#{n}" for n in group["trials"][:10])
+            more = f" and {len(group['trials']) - 10} more" if len(group["trials"]) > 10 else ""
+            lines.append(f"  {group['count']} trials ({trials}{more}):")
+            lines += [f"    {line}" for line in group["reason"].splitlines() or [""]]
+        lines.append("")
     if report["spec"] is None:
         lines.append(f"spec: none stored (no {SPEC_ATTR} attribute: not made by optspec)")
     else:

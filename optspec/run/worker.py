@@ -13,8 +13,10 @@ import os
 import pickle
 import signal
 import sys
+import sysconfig
 import time
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -272,7 +274,31 @@ def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
 
 
 def _reason(exc: BaseException) -> str:
-    """``Type: message`` and where it was raised, short enough to read in a table."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    """``Type: message`` and the objective's own line that raised it, short enough for a table."""
+    frame = _own_frame(traceback.extract_tb(exc.__traceback__))
+    where = f" (at {frame.filename}:{frame.lineno})" if frame is not None else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+_OPTSPEC_DIR = str(Path(__file__).resolve().parent.parent) + os.sep
+_LIBRARY_DIRS = tuple(
+    str(Path(path).resolve()) + os.sep
+    for name in ("stdlib", "platstdlib", "purelib", "platlib")
+    if (path := sysconfig.get_paths().get(name))
+)
+
+
+def _own_frame(frames: traceback.StackSummary) -> traceback.FrameSummary | None:
+    """The deepest frame of the user's code: not optspec's, and not a library's (Optuna raising
+    for ``trial.report`` says less than the objective's line that called it). An objective
+    installed as a package is in site-packages: then the deepest frame outside optspec."""
+
+    def resolved(frame: traceback.FrameSummary) -> str:
+        return str(Path(frame.filename).resolve())
+
+    outside = [f for f in frames if not resolved(f).startswith(_OPTSPEC_DIR)]
+    own = [f for f in outside if not resolved(f).startswith(_LIBRARY_DIRS)]
+    for candidates in (own, outside, list(frames)):
+        if candidates:
+            return candidates[-1]
+    return None
