@@ -246,7 +246,7 @@ def test_a_failed_dump_keeps_the_old_study_db_and_the_fallback_resumes(study_dir
     assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
-# -- which spec a resume runs -----------------------------------------------------------------------
+# -- which spec a resume runs -------------------------------------------------------------------
 
 
 def _alter_stored_spec(db: Path, marker: Path) -> str:

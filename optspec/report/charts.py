@@ -67,7 +67,8 @@ def pareto(
     ys = [t.values[j] for t in complete]
     x = svg.x_scale(xs, log=_log_values(xs))
     y = svg.y_scale(ys, log=_log_values(ys))
-    others, best = [], []
+    others: list[tuple[float, float]] = []
+    best: list[tuple[float, float]] = []
     for t in complete:
         vx, vy = t.values[i], t.values[j]
         if _drawable(vx, x.log) and _drawable(vy, y.log):

@@ -121,21 +121,21 @@ def _best(report: dict[str, Any], names: Sequence[str]) -> str:
         best = report["best_trial"]
         if best is None:
             return _note("No trial completed.")
-        rows = [("trial", f"#{best['number']}"), ("value", _number(best["values"][0]))]
-        rows += [(name, _number(value)) for name, value in best["params"].items()]
-        rows += [
+        pairs = [("trial", f"#{best['number']}"), ("value", _number(best["values"][0]))]
+        pairs += [(name, _number(value)) for name, value in best["params"].items()]
+        pairs += [
             (f"user attr {name}", _number(value))
             for name, value in best["user_attrs"].items()
             if name != "fail_reason"
         ]
-        cells = "".join(f'<tr><th>{escape(k)}</th><td class="num">{v}</td></tr>' for k, v in rows)
-        return f'<table id="best-trial">{cells}</table>'
+        table = "".join(f'<tr><th>{escape(k)}</th><td class="num">{v}</td></tr>' for k, v in pairs)
+        return f'<table id="best-trial">{table}</table>'
     front = report["pareto_front"]
     if not front:
         return _note("No trial completed.")
     params = list(dict.fromkeys(name for t in front for name in t["params"]))
     head = "".join(f"<th>{escape(h)}</th>" for h in ["trial", *names, *params])
-    rows = []
+    rows: list[str] = []
     for t in front[:MAX_FRONT_ROWS]:
         cells = [f"#{t['number']}", *(_number(v) for v in t["values"])]
         cells += [_number(t["params"][p]) if p in t["params"] else "" for p in params]

@@ -196,23 +196,24 @@ def parallel(
     step = (right - left) / max(len(axes) - 1, 1)
     xs = [left + i * step for i in range(len(axes))]
     paths: list[list[str]] = [[] for _ in PALETTE]
-    for row, color in zip(rows, bins, strict=True):
-        parts, pen = [], "M"
+    for row, bin_ in zip(rows, bins, strict=True):
+        parts: list[str] = []
+        pen = "M"
         for px, (_, scale), value in zip(xs, axes, row, strict=True):
             if value is None or not math.isfinite(value):
                 pen = "M"
                 continue
             parts.append(f"{pen}{_fmt(px)} {_fmt(scale(value))}")
             pen = "L"
-        paths[color].append("".join(parts))
+        paths[bin_].append("".join(parts))
     out = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
         'xmlns="http://www.w3.org/2000/svg" aria-label="parallel coordinates">'
     ]
-    for color, parts in zip(PALETTE, paths, strict=True):
-        if parts:
+    for color, lines in zip(PALETTE, paths, strict=True):
+        if lines:
             out.append(
-                f'<path class="line" d="{"".join(parts)}" stroke="{color}" '
+                f'<path class="line" d="{"".join(lines)}" stroke="{color}" '
                 'stroke-width="1" stroke-opacity="0.5" fill="none"/>'
             )
     for px, (name, scale) in zip(xs, axes, strict=True):
