@@ -221,7 +221,8 @@ def _failures(trials: Sequence[FrozenTrial]) -> str:
         for group in groups
     )
     return (
-        f"<p>{total} failed trials, {len(groups)} distinct reasons.</p>"
+        f"<p>{total} failed trials, {len(groups)} distinct "
+        f"{'reason' if len(groups) == 1 else 'reasons'}.</p>"
         '<table id="failure-table"><tr><th>trials</th><th>reason (of the example)</th>'
         f"<th>example</th><th>trial numbers</th></tr>{rows}</table>"
     )

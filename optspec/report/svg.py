@@ -69,8 +69,8 @@ class Scale:
 
 
 def _number(value: float) -> str:
-    if value == 0:
-        return "0"
+    if value == int(value) and abs(value) < 1e7:
+        return str(int(value))  # trial numbers: 10000, not 1e+04
     return f"{value:.4g}"
 
 
@@ -82,9 +82,12 @@ def dots_path(points: Sequence[tuple[float, float]], color: str, size: float = 5
     if not points:
         return ""
     d = "".join(f"M{_fmt(x)} {_fmt(y)}h0" for x, y in points)
+    # Thousands of dots: smaller and see-through, so that density still shows.
+    opacity = 1.0 if len(points) <= 1000 else 0.5
+    size = size if len(points) <= 1000 else max(2.5, size * 0.6)
     return (
-        f'<path class="dots" d="{d}" stroke="{color}" stroke-width="{size}" '
-        'stroke-linecap="round" fill="none"/>'
+        f'<path class="dots" d="{d}" stroke="{color}" stroke-width="{size:g}" '
+        f'stroke-opacity="{opacity:g}" stroke-linecap="round" fill="none"/>'
     )
 
 
@@ -210,11 +213,13 @@ def parallel(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
         'xmlns="http://www.w3.org/2000/svg" aria-label="parallel coordinates">'
     ]
+    # Thousands of lines: fainter each, so that where they bundle still shows.
+    opacity = 0.5 if len(rows) <= 500 else max(0.08, 0.5 * 500 / len(rows) ** 0.5 / 22)
     for color, lines in zip(PALETTE, paths, strict=True):
         if lines:
             out.append(
                 f'<path class="line" d="{"".join(lines)}" stroke="{color}" '
-                'stroke-width="1" stroke-opacity="0.5" fill="none"/>'
+                f'stroke-width="1" stroke-opacity="{opacity:.2g}" fill="none"/>'
             )
     for px, (name, scale) in zip(xs, axes, strict=True):
         out.append(
