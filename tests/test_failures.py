@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 OBJECTIVES = """\
 def reports(trial, params):
@@ -80,6 +81,7 @@ def test_a_study_where_every_trial_failed_says_why(tmp_path: Path) -> None:
     assert as_json["failures"] == [{"reason": reason, "count": 12, "trials": list(range(12))}]
 
 
+@pytest.mark.slow
 def test_the_summary_groups_reasons_most_frequent_first(tmp_path: Path) -> None:
     (tmp_path / "objectives.py").write_text(OBJECTIVES)
     (tmp_path / "study.toml").write_text(

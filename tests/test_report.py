@@ -71,6 +71,7 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["single", "multi"])
 def test_html_report_draws_its_charts_in_chromium_without_network(studies, kind, tmp_path):
     browser_path = require_browser()
@@ -172,6 +173,7 @@ def test_the_network_check_sees_a_request_when_a_page_makes_one(tmp_path):
     assert "http://127.0.0.1:9/pixel.png" in urls
 
 
+@pytest.mark.slow
 def test_github_step_summary_gets_the_markdown_summary_after_run_and_resume(studies, tmp_path):
     import os
     import shutil

@@ -282,6 +282,7 @@ def _stored_spec(db: Path) -> str:
     return json.loads(value)
 
 
+@pytest.mark.slow
 def test_resume_runs_the_checked_in_spec_not_one_a_study_db_brings(study_dir: Path) -> None:
     spec = spec_text("quadratic", n_trials=3)
     (study_dir / "study.toml").write_text(spec)
