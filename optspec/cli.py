@@ -1,15 +1,19 @@
 """The ``optspec`` command: argparse in front, the work in the modules each command names.
 
 Every command imports what it needs when it runs, so ``optspec --help`` and ``optspec validate``
-start without loading optuna. Errors derived from :class:`~optspec.errors.OptspecError` are printed
-as they are, without a traceback, and exit with their code (2 for anything the user can fix).
+start without loading optuna. This is the one place that turns errors and outcomes into exit
+codes (:class:`ExitCode`): errors derived from :class:`~optspec.errors.OptspecError` are printed as
+they are, without a traceback; anything else is a bug, named in one line (``--debug`` shows the
+traceback) and exits with :attr:`ExitCode.INTERNAL_ERROR`.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import math
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,21 +24,75 @@ from optspec.errors import OptspecError, UsageError
 if TYPE_CHECKING:
     from optspec.outcome import Outcome
 
-EXIT_INTERRUPTED = 130
+
+class ExitCode(enum.IntEnum):
+    """How ``optspec`` exits; documented in README and ``optspec --help``."""
+
+    OK = 0
+    """Done: the budget or the timeout was reached (other commands: they did their job)."""
+    STUDY_FAILED = 1
+    """The study failed: ``max_failed`` reached, a plugin raised, study.db could not be written."""
+    USAGE_ERROR = 2
+    """A usage or spec error: nothing ran, nothing was written."""
+    INTERNAL_ERROR = 3
+    """An unexpected error in optspec itself (a bug): rerun with ``--debug`` for the traceback."""
+    INTERRUPTED = 130
+    """SIGINT or SIGTERM stopped the run; its results are saved."""
+
+
+_BY_STATUS = {
+    "done": ExitCode.OK,
+    "failed": ExitCode.STUDY_FAILED,
+    "interrupted": ExitCode.INTERRUPTED,
+}
+
+
+def exit_code_for(result: Outcome | BaseException) -> ExitCode:
+    """The exit code of a run's outcome, or of an error that ended a command."""
+    if isinstance(result, BaseException):
+        if isinstance(result, UsageError):
+            return ExitCode.USAGE_ERROR
+        if isinstance(result, OptspecError):
+            return ExitCode.STUDY_FAILED
+        if isinstance(result, KeyboardInterrupt):
+            return ExitCode.INTERRUPTED
+        return ExitCode.INTERNAL_ERROR
+    return _BY_STATUS[result.status]
+
+
+EPILOG = """\
+exit codes:
+  0    done (budget or timeout reached)
+  1    the study failed (max_failed reached, a plugin raised, study.db not written)
+  2    usage or spec error (nothing ran, nothing written)
+  3    internal error in optspec (rerun with --debug for the traceback)
+  130  interrupted (results saved)
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command: Callable[[argparse.Namespace], int] = args.command
+    command: Callable[[argparse.Namespace], ExitCode] = args.command
     try:
-        return command(args)
+        return int(command(args))
     except OptspecError as exc:
         print(f"optspec: {exc}" if "\n" not in str(exc) else str(exc), file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
+        return int(exit_code_for(exc))
+    except KeyboardInterrupt as exc:
         print("optspec: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return int(exit_code_for(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"optspec: internal error: {type(exc).__name__}"
+            + (f": {message}" if message else "")
+            + ("" if args.debug else " (rerun with --debug for the traceback)"),
+            file=sys.stderr,
+        )
+        return int(exit_code_for(exc))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="optspec",
         allow_abbrev=False,
         description="Run Optuna studies described in TOML.",
-        epilog="Exit codes: 0 done, 1 study failed, 2 usage or spec error, 130 interrupted.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"optspec {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an unexpected error (exit code 3)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     run = commands.add_parser("run", help="run the study a spec describes")
@@ -297,23 +361,23 @@ def _duration(text: str) -> float:
 # -- commands ---------------------------------------------------------------------------------
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace) -> ExitCode:
     from optspec.errors import SpecError
-    from optspec.run.lifecycle import check_spec
+    from optspec.run.setup import check_spec
     from optspec.spec.load import load_spec, spec_to_toml
 
-    status = 0
+    status = ExitCode.OK
     for path in args.specs:
         try:
             spec = load_spec(path)
             check_spec(spec)
         except SpecError as exc:
             print(exc.with_file(path), file=sys.stderr)
-            status = exc.exit_code
+            status = exit_code_for(exc)
             continue
         except UsageError as exc:
             print(exc, file=sys.stderr)
-            status = exc.exit_code
+            status = exit_code_for(exc)
             continue
         if args.print_spec:
             print(spec_to_toml(spec), end="")
@@ -322,7 +386,7 @@ def _validate(args: argparse.Namespace) -> int:
     return status
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> ExitCode:
     from optspec.run.lifecycle import run_study
 
     result = run_study(
@@ -342,7 +406,7 @@ def _run(args: argparse.Namespace) -> int:
     return _report(result.outcome)
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace) -> ExitCode:
     from optspec.run.lifecycle import resume_study
 
     result = resume_study(
@@ -360,7 +424,7 @@ def _resume(args: argparse.Namespace) -> int:
     return _report(result.outcome)
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace) -> ExitCode:
     from optspec.run.lifecycle import join_study
 
     outcome = join_study(
@@ -374,55 +438,58 @@ def _worker(args: argparse.Namespace) -> int:
     return _report(outcome)
 
 
-def _report(outcome: Outcome) -> int:
+def _report(outcome: Outcome) -> ExitCode:
     """The exit code of a run; why it did not simply finish goes to stderr."""
     if outcome.status != "done":
         print(f"optspec: {outcome.status}: {outcome.message}", file=sys.stderr)
-    return outcome.exit_code
+    return exit_code_for(outcome)
 
 
-def _show(args: argparse.Namespace) -> int:
+def _show(args: argparse.Namespace) -> ExitCode:
     from optspec.report.results import show
 
-    return show(args.study_db, as_json=args.json)
+    show(args.study_db, as_json=args.json)
+    return ExitCode.OK
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: argparse.Namespace) -> ExitCode:
     from optspec.report.results import export
 
-    return export(args.study_db, fmt=args.format, output=args.output)
+    export(args.study_db, fmt=args.format, output=args.output)
+    return ExitCode.OK
 
 
-def _report_command(args: argparse.Namespace) -> int:
+def _report_command(args: argparse.Namespace) -> ExitCode:
     from optspec.report.render import report
 
     written = report(args.study_db, fmt=args.format, output=args.output)
     if written is not None:
         print(f"report: {written}")
-    return 0
+    return ExitCode.OK
 
 
-def _plugins(args: argparse.Namespace) -> int:
+def _plugins(args: argparse.Namespace) -> ExitCode:
     from optspec.plugins.manager import describe_plugins
 
     sys.path.insert(0, "")  # -p NAME may name a module in the working directory, as for `run`
     print(describe_plugins(args.plugins))
-    return 0
+    return ExitCode.OK
 
 
-def _dashboard(args: argparse.Namespace) -> int:
+def _dashboard(args: argparse.Namespace) -> ExitCode:
     from optspec.report.dashboard import serve_study_db
 
-    return serve_study_db(args.study_db, port=args.port)
+    serve_study_db(args.study_db, port=args.port)
+    return ExitCode.OK
 
 
-def _schema(args: argparse.Namespace) -> int:
+def _schema(args: argparse.Namespace) -> ExitCode:
     import json
 
     from optspec.spec.schema import spec_json_schema
 
     print(json.dumps(spec_json_schema(), indent=2))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,15 +7,12 @@ from pathlib import Path
 
 
 class OptspecError(Exception):
-    """Base of every error optspec reports without a traceback."""
-
-    exit_code = 1
+    """Base of every error optspec reports without a traceback (``optspec.cli`` maps each kind
+    to its exit code)."""
 
 
 class UsageError(OptspecError):
     """A bad argument, a missing file, a plugin that cannot be loaded: nothing ran."""
-
-    exit_code = 2
 
 
 class SpecError(UsageError):
@@ -46,5 +43,3 @@ class SpecError(UsageError):
 
 class StudyFailed(OptspecError):
     """The study stopped early: ``max_failed`` reached or a plugin raised."""
-
-    exit_code = 1

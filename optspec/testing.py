@@ -17,8 +17,8 @@ process through :func:`optspec.run_study`, with the workers it spawns, and retur
 every hook call of the run with the process it ran in.
 
 How calls are recorded
-    A run has one controller (the test's own process) and worker processes started with
-    ``spawn``, each building its own plugin manager from the same plugins; no manager crosses a
+    A run has one controller (the test's own process) and worker processes started from a
+    ``forkserver``, each building its own plugin manager from the same plugins; no manager crosses a
     process boundary, and optspec has no hook that hands the manager to a plugin. So the
     recording uses the two ways in that exist:
 
@@ -42,16 +42,14 @@ Registering plugins for a test
     adds a plugin object to every later run of the test and ``optspec_run.unregister(plugin)``
     takes it out again; both end with the test. Plugin objects must pickle, because each worker
     registers them too: instances of classes defined at module level, or modules, which the
-    fixture hands to the run as :class:`ModulePlugin` so that they pickle by name.
+    run sends to the workers by name.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
-import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +60,7 @@ from attrs import field, frozen
 from optspec import hookimpl
 from optspec.plugins.hookspecs import (
     configure,
+    on_checkpoint,
     on_finish,
     on_study_start,
     on_trial_end,
@@ -116,6 +115,7 @@ HOOK_NAMES = tuple(
         on_study_start,
         on_trial_start,
         on_trial_end,
+        on_checkpoint,
         on_finish,
     )
 )
@@ -229,6 +229,10 @@ class WorkerRecorder:
         self._record("on_trial_end", study=study, trial=trial)
 
     @hookimpl(tryfirst=True)
+    def on_checkpoint(self, study: Any, config: Any) -> None:
+        self._record("on_checkpoint", study=study, config=config)
+
+    @hookimpl(tryfirst=True)
     def on_finish(self, study: Any, config: Any, outcome: Any) -> None:
         self._record("on_finish", study=study, config=config, outcome=outcome)
 
@@ -244,26 +248,6 @@ class WorkerRecorder:
         return calls
 
 
-class ModulePlugin(types.ModuleType):
-    """A plugin module, as a plugin object that pickles by its name.
-
-    ``run_study`` pickles plugin objects into every worker, and a module does not pickle. This
-    copy holds the same functions (pluggy finds the same hook implementations in it, and they keep
-    their module's globals) and unpickles in a worker as the module itself, imported by name.
-    """
-
-    def __init__(self, module: types.ModuleType) -> None:
-        super().__init__(module.__name__, module.__doc__)
-        self.__dict__.update(vars(module))
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return importlib.import_module, (self.__name__,)
-
-
-def _picklable(plugin: object) -> object:
-    return ModulePlugin(plugin) if isinstance(plugin, types.ModuleType) else plugin
-
-
 class ControllerMonitor:
     """Hook-call monitoring on every manager built in this process (pluggy's own mechanism)."""
 
@@ -272,13 +256,21 @@ class ControllerMonitor:
         self.pid = os.getpid()
 
     def attach(self, pm: PluginManager) -> None:
+        # optspec calls each on_finish implementation on its own from within the on_finish call
+        # (so that all of them run): those inner calls are parts of one call, not calls.
+        running: list[str] = []
+
         def before(name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-            self.calls.append(
-                HookCall(name, self.pid, "controller", summarize(kwargs), dict(kwargs), time.time())
-            )
+            if name not in running:
+                self.calls.append(
+                    HookCall(
+                        name, self.pid, "controller", summarize(kwargs), dict(kwargs), time.time()
+                    )
+                )
+            running.append(name)
 
         def after(outcome: Any, name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
-            pass
+            running.pop()
 
         pm.add_hookcall_monitoring(before, after)
 
@@ -303,7 +295,10 @@ class RecordedRun:
 
     @property
     def exit_code(self) -> int:
-        return self.result.exit_code
+        """The exit code ``optspec run`` would end with."""
+        from optspec.cli import exit_code_for
+
+        return int(exit_code_for(self.result.outcome))
 
     @property
     def output(self) -> Path:
@@ -407,7 +402,7 @@ class OptspecRunner:
         options.setdefault("output", directory / "output")
         result = run_study(
             spec_path,
-            plugins=[*map(_picklable, [*self.registered, *plugins]), recorder],
+            plugins=[*self.registered, *plugins, recorder],
             plugin_args=plugin_args,
             n_trials=n_trials,
             workers=workers,
@@ -445,7 +440,6 @@ def optspec_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Opt
 __all__ = [
     "DEFAULT_SPEC",
     "HookCall",
-    "ModulePlugin",
     "OptspecRunner",
     "RecordedRun",
     "WorkerRecorder",

@@ -74,6 +74,21 @@ class SetAttrOnFinish:
         study.set_user_attr("finished_by", "SetAttrOnFinish")
 
 
+class SeeWhatWasWritten:
+    """A wrapper outside the sqlite plugin's: after its ``yield``, study.db is written or not."""
+
+    @hookimpl(wrapper=True, tryfirst=True)
+    def on_finish(self, config: Any, outcome: Any) -> Any:
+        result = yield
+        artifact = outcome.artifact("study.db")
+        written = artifact is not None and artifact.path.is_file()
+        # Written into the output directory: the test reads it back from there.
+        (config.output / "seen.json").write_text(
+            json.dumps({"written": written, "by": artifact and artifact.plugin}), encoding="utf-8"
+        )
+        return result
+
+
 class InterruptAfterFirstTrial:
     """Sends the controller SIGINT when the first trial ends, like a user pressing Ctrl-C."""
 
@@ -307,3 +322,51 @@ def test_on_finish_fires_once_when_interrupted(optspec_run):
     assert finish.args["outcome"]["status"] == "interrupted"
     assert "SIGINT" in finish.args["outcome"]["message"]
     assert 1 <= len(run.study.trials) < 200
+
+
+def test_on_finish_tells_wrappers_that_study_db_was_written_by_whom(optspec_run):
+    run = optspec_run(plugins=[SeeWhatWasWritten(), RaiseIn("on_finish")], n_trials=2, workers=1)
+
+    assert run.exit_code == 1
+    seen = json.loads((run.output / "seen.json").read_text(encoding="utf-8"))
+    assert seen == {"written": True, "by": "sqlite"}
+    kinds = {artifact.kind: artifact.path for artifact in run.result.outcome.artifacts}
+    assert kinds == {"study.db": run.study_db, "results.json": run.output / "results.json"}
+
+
+def test_with_the_sqlite_plugin_blocked_nothing_is_written_and_the_outcome_says_so(
+    optspec_run, capfd
+):
+    run = optspec_run(plugins=[SeeWhatWasWritten()], plugin_args=["no:sqlite"], n_trials=2)
+
+    assert run.exit_code == 0
+    assert not run.study_db.exists()
+    assert run.result.outcome.artifact("study.db") is None
+    seen = json.loads((run.output / "seen.json").read_text(encoding="utf-8"))
+    assert seen == {"written": False, "by": None}
+    assert f"no plugin wrote {run.study_db}" in capfd.readouterr().err
+
+
+SLOW_OBJECTIVE = """\
+import time
+
+
+def objective(params):
+    time.sleep(0.4)
+    return params["x"]
+"""
+
+
+@pytest.mark.slow
+def test_on_checkpoint_fires_in_the_controller_while_workers_run(optspec_run):
+    spec = (
+        'version = 1\n[study]\nname = "testing"\ndirection = "minimize"\n'
+        '[params]\nx = { type = "float", low = -10, high = 10 }\n[sampler]\nname = "random"\n'
+        '[run]\ncheckpoint = "1s"\n'
+    )
+    run = optspec_run(spec, n_trials=8, workers=1, files={"objective.py": SLOW_OBJECTIVE})
+
+    assert run.exit_code == 0
+    checkpoints = run.calls("on_checkpoint")
+    assert checkpoints and {call.role for call in checkpoints} == {"controller"}
+    assert checkpoints[0].args["study"] == {"study_name": "testing"}

@@ -38,6 +38,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from optspec.cli import ExitCode, exit_code_for
 from optspec.errors import UsageError
 from optspec.storage.studydb import (
     StudyFileError,
@@ -645,7 +646,7 @@ def test_unreadable_files_raise_study_file_error(study_db: Path, spoil: Any, mes
     with pytest.raises(StudyFileError, match=message) as error:
         load_from_sqlite(study_db, backend=ListBackend())
     assert str(error.value).startswith(f"{study_db}: ")
-    assert error.value.exit_code == 2
+    assert exit_code_for(error.value) == ExitCode.USAGE_ERROR
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,13 +7,12 @@ third-party plugin registering its own kinds.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import optspec
 from optspec import hookimpl
-from optspec.objectives import Objective
-from optspec.objectives.command import command_objective
-from optspec.objectives.python import python_objective
 
 
 @hookimpl
-def register_objectives() -> dict[str, Callable[..., Objective]]:
-    return {"python": python_objective, "command": command_objective}
+def register_objectives() -> dict[str, Callable[..., Any]]:
+    return {"python": optspec.python_objective, "command": optspec.command_objective}

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optspec import hookimpl
-from optspec.plugins.factories import LazyFactory, call_factory
+from optspec import LazyFactory, call_factory, hookimpl
 
 PRUNERS = {
     "median": "MedianPruner",

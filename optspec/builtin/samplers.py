@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optspec import hookimpl
-from optspec.plugins.factories import LazyFactory
+from optspec import LazyFactory, hookimpl
 
 SAMPLERS = {
     "tpe": "TPESampler",

@@ -12,17 +12,16 @@ import sys
 import time
 from collections.abc import Generator
 from contextvars import ContextVar
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import optspec
 from optspec import failures_by_reason, hookimpl
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from optspec.config import Config
-    from optspec.outcome import Outcome
+    from optspec import Config, Outcome
 
 REDRAW_INTERVAL = 0.1
 LOG_INTERVAL = 5.0
@@ -139,40 +138,26 @@ def on_trial_end(trial: FrozenTrial) -> None:
 
 
 # A wrapper registered after the sqlite plugin's wrapper, so it runs outside it: the summary is
-# printed once study.db is written, and says whether it was.
+# printed once study.db is written, and says whether it was (from the outcome's artifacts).
 @hookimpl(wrapper=True, tryfirst=True)
 def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generator[None, Any, Any]:
     progress = _progress.get()
     _progress.set(None)
     if progress is not None:
         progress.close()
-    before = _identity(config.study_db)
-    saved = False
     try:
-        result = yield
-        # study.db is replaced as a whole when it is written: a new file, a new inode.
-        saved = _identity(config.study_db) not in (None, before)
-        return result
+        return (yield)
     finally:
         if progress is not None:
             elapsed = time.monotonic() - progress.started
-            print(summary_text(study, config, outcome, elapsed, saved=saved))
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
+            saved = outcome.artifact("study.db")
+            print(summary_text(study, config, outcome, elapsed, saved=saved is not None))
 
 
 def summary_text(
     study: optuna.Study, config: Config, outcome: Outcome, elapsed: float, *, saved: bool = True
 ) -> str:
-    from optspec.report.results import study_summary
-
-    summary = study_summary(study, config.output)
+    summary = optspec.study_summary(study, config.output)
     states = ", ".join(f"{count} {state}" for state, count in sorted(summary["states"].items()))
     lines = [
         f"{summary['study']}: {summary['n_trials']} trials ({states or 'none'}) "

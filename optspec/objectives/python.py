@@ -111,7 +111,8 @@ class PythonObjective:
         return f"PythonObjective({getattr(self.function, '__qualname__', self.function)!r})"
 
 
-def _put_first_on_sys_path(directories: list[str]) -> None:
+def put_first_on_sys_path(directories: list[str]) -> None:
+    """``directories`` first on sys.path, in this order; see also ``run.setup.prepare_sys_path``."""
     # Moved to the front even when already present: the spec's own modules must win over
     # anything of the same name further down sys.path, in the controller and workers alike.
     for directory in reversed(directories):
@@ -124,7 +125,7 @@ def _put_first_on_sys_path(directories: list[str]) -> None:
 
 
 def _import_module(name: str, spec_dir: Path) -> ModuleType:
-    _put_first_on_sys_path(list(dict.fromkeys([str(spec_dir), os.getcwd()])))
+    put_first_on_sys_path(list(dict.fromkeys([str(spec_dir), os.getcwd()])))
     try:
         return importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001 - a user's module may raise anything at import
@@ -159,7 +160,7 @@ def _import_file(path: Path) -> ModuleType:
     module_name = f"optspec_objective_{_NOT_IDENTIFIER.sub('_', path.stem)}_{digest}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    _put_first_on_sys_path([str(path.parent)])  # so the file can import its sibling modules
+    put_first_on_sys_path([str(path.parent)])  # so the file can import its sibling modules
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     assert module_spec is not None and module_spec.loader is not None  # a .py file always has one
     module = importlib.util.module_from_spec(module_spec)

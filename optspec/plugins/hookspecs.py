@@ -20,6 +20,7 @@ in the worker that runs the trial. Objects that come from another process are sn
 When an implementation raises, pluggy skips the remaining ones for that call; optspec reports the
 error and stops the study with exit code 1. ``on_finish`` is the exception: every implementation
 runs, and the first error is reported once all of them ran, so study.db is always written.
+``on_checkpoint`` reports its error and the run goes on.
 """
 
 from __future__ import annotations
@@ -149,18 +150,36 @@ def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 
 
 @hookspec
+def on_checkpoint(study: optuna.Study, config: Config) -> None:
+    """Time to save what the study holds so far (``[run] checkpoint``, e.g. ``"5m"``).
+
+    :param study: the live study, every trial finished so far included.
+    :param config: the run's configuration.
+
+    Runs in the controller, every ``checkpoint`` interval while the workers run (never when
+    ``checkpoint = "off"``). The built-in ``sqlite`` plugin writes study.db here, so that a
+    controller killed outright loses at most one interval. An exception is reported on stderr and
+    the run goes on: the write in ``on_finish`` is the one that counts.
+    """
+
+
+@hookspec
 def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> None:
     """The run is over, whatever the reason; workers have stopped.
 
     :param study: the study with every trial of the run.
     :param config: the run's configuration.
     :param outcome: why it ended (``outcome.status``: ``"done"``, ``"failed"``,
-        ``"interrupted"``), the exit code and a message.
+        ``"interrupted"``) and a message; also what the run wrote: a plugin that writes a file
+        records it with ``outcome.record_artifact(kind, path, plugin=NAME)``, and a ``wrapper``
+        reads ``outcome.artifact("study.db")`` after its ``yield`` to know whether (and where)
+        study.db was written.
 
     Runs once, in the controller, in a ``finally``: after a normal end, a failure, a timeout or an
-    interrupt. Every implementation runs even if one raises. The built-in ``sqlite`` plugin writes
-    study.db here, in the ``finally`` of a ``wrapper=True`` implementation: after every other
-    implementation (so study attributes other plugins set in ``on_finish`` are saved) and even
-    when one of them raised. DESIGN.md's "trylast" intent, made robust: a raising plain
-    implementation cannot skip a wrapper's ``finally``.
+    interrupt. Every implementation runs even if one raises; the first error fails the run once
+    all of them ran. The built-in ``sqlite`` plugin writes study.db here, in the ``finally`` of a
+    ``wrapper=True`` implementation: after every plain implementation (so study attributes other
+    plugins set in ``on_finish`` are saved) and even when one of them raised. This is the
+    "trylast" of the hook table, made robust: a raising plain implementation cannot skip a
+    wrapper's ``finally``.
     """

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import socketserver
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,17 +80,16 @@ def _url(server: _ThreadingWSGIServer) -> str:
 # -- optspec dashboard STUDY_DB -----------------------------------------------------------------
 
 
-def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> int:
-    """Serve the study in ``path`` until Ctrl-C; 0 then, 2 without optuna-dashboard.
+def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> None:
+    """Serve the study in ``path`` until Ctrl-C.
 
-    :raises StudyFileError: ``path`` is not an Optuna study (exit 2, the message names it).
-    :raises UsageError: the port cannot be bound.
+    :raises StudyFileError: ``path`` is not an Optuna study (the message names it).
+    :raises UsageError: optuna-dashboard is not installed, or the port cannot be bound.
     """
     try:
         import optuna_dashboard  # noqa: F401 - only asking whether the extra is there
     except ImportError:
-        print(INSTALL_HINT, file=sys.stderr)
-        return 2
+        raise UsageError(INSTALL_HINT.removeprefix("optspec: ")) from None
     from optspec.report.results import open_study_file
     from optspec.storage.optuna_compat import study_storage
 
@@ -100,7 +98,7 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> int:
     study = open_study_file(path)
     storage = _open_rdb_storage(Path(path)) if _is_sqlite(Path(path)) else study_storage(study)
     server = _bind(_dashboard_app(storage), port)
-    try:  # from here on Ctrl-C is how a user ends it: even during the prints, it is exit 0
+    try:  # from here on Ctrl-C is how a user ends it: even during the prints, it is success
         print(f"optuna-dashboard for study {study.study_name!r} ({path}): {_url(server)}")
         print("press Ctrl-C to stop", flush=True)
         server.serve_forever()
@@ -108,7 +106,6 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> int:
         pass
     finally:
         server.server_close()
-    return 0
 
 
 def _is_sqlite(path: Path) -> bool:

@@ -8,8 +8,8 @@ The later look never changes the file. :func:`open_study_file` reads the tables 
 read-only SQLite connection into a journal held in a Python list, instead of opening the file with
 ``RDBStorage`` (which creates tables and refuses, or offers to migrate, another Optuna's schema).
 So a read-only file, or a study.db written by a newer Optuna whose tables we still understand,
-shows; a file that is no Optuna study is a
-:class:`~optspec.storage.studydb.StudyFileError` (exit 2) that names it.
+shows; a file that is no Optuna study is a :class:`~optspec.storage.studydb.StudyFileError`
+(a usage error) that names it.
 
 JSON output is always valid JSON: ``inf``, ``-inf`` and ``nan`` become strings, wherever they
 occur (values, params, user attrs).
@@ -71,9 +71,9 @@ def trial_summary(trial: FrozenTrial, output: Path | None = None) -> dict[str, A
 
 
 def study_summary(study: optuna.Study, output: Path | None = None) -> dict[str, Any]:
-    """States, and ``best_trial`` (one objective) or ``pareto_front`` (several), as DESIGN names
-    them; each trial with number, values, params and user attrs, and its directory when
-    ``output`` (the run's directory) still holds it."""
+    """States, and ``best_trial`` (one objective) or ``pareto_front`` (several), the names
+    results.json uses (see README); each trial with number, values, params and user attrs, and
+    its directory when ``output`` (the run's directory) still holds it."""
     trials = study.get_trials(deepcopy=False)
     summary: dict[str, Any] = {
         "study": study.study_name,
@@ -221,13 +221,12 @@ def _spec_metrics(spec_text: str | None) -> list[str] | None:
 # -- optspec show -------------------------------------------------------------------------------
 
 
-def show(path: str | os.PathLike[str], *, as_json: bool = False) -> int:
-    """``optspec show``: print what the study in ``path`` holds; 0, or StudyFileError (exit 2)."""
+def show(path: str | os.PathLike[str], *, as_json: bool = False) -> None:
+    """``optspec show``: print what the study in ``path`` holds, or raise StudyFileError."""
     study = open_study_file(path)
     report = show_report(study, path)
     text = to_json(report) if as_json else show_text(report)
     _to_stdout(lambda file: file.write(text + "\n"))
-    return 0
 
 
 def show_report(study: optuna.Study, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -340,7 +339,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def export(
     path: str | os.PathLike[str], *, fmt: str = "csv", output: str | os.PathLike[str] | None = None
-) -> int:
+) -> None:
     """``optspec export``: every trial of ``path`` as CSV or JSON, to ``output`` or stdout."""
     study = open_study_file(path)
     rows = trial_rows(study)
@@ -354,7 +353,6 @@ def export(
             raise UsageError(f"-o {output}: cannot write it: {exc.strerror}") from None
         with file:
             _write_rows(columns, rows, fmt, file)
-    return 0
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

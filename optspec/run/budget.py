@@ -1,9 +1,15 @@
-"""The trial budget on a storage that other machines reach: tickets in the study itself.
+"""The trial budget: how many trials the study still needs, and how workers claim them.
 
-On one machine the controller hands out a semaphore's tickets (see :mod:`optspec.run.controller`).
-Workers on other machines cannot share a semaphore, and counting the study's trials before each
-``ask`` overshoots: every worker that counts at the same moment starts one more trial. So the
-budget lives in the study. The controller enqueues WAITING trials with no parameters, the
+On one machine (:class:`Budget`) a semaphore holds one ticket per trial still to run. A worker
+takes a ticket before each ``ask`` and exits when none is left, so no worker overshoots
+``n_trials``. A worker killed between taking a ticket and creating its trial loses that ticket;
+when every worker has exited, the controller compares the study with the target and hands out
+what is missing.
+
+On a storage that other machines reach, tickets live in the study itself. Workers on other
+machines cannot share a semaphore, and counting the study's trials before each ``ask``
+overshoots: every worker that counts at the same moment starts one more trial. So the budget
+lives in the study. The controller enqueues WAITING trials with no parameters, the
 *tickets*, never more than ``n_trials`` trials in all; a worker runs only a trial it pops from that
 queue and never creates one. Popping is Optuna's own atomic step, the WAITING -> RUNNING update
 that ``Study.ask`` uses for enqueued trials and that exactly one process wins (a row lock in
@@ -35,6 +41,9 @@ from optspec.storage.optuna_compat import (
 )
 
 if TYPE_CHECKING:
+    import multiprocessing.context
+    from multiprocessing.synchronize import Semaphore
+
     import optuna
 
 ALL_ISSUED = "optspec:all_tickets_issued"
@@ -52,6 +61,46 @@ STOP_CHECK_INTERVAL = 1.0
 """Seconds between a worker's looks at :data:`STOPPED` while it finds tickets."""
 
 _WAITING = (TrialState.WAITING,)
+
+
+class Budget:
+    """``n_trials`` for ``study``, with tickets (``tickets=True``) or counted in the study."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        n_trials: int,
+        context: multiprocessing.context.BaseContext,
+        *,
+        tickets: bool,
+    ) -> None:
+        self.study = study
+        self.n_trials = n_trials
+        self.tickets: Semaphore | None = context.Semaphore(0) if tickets else None
+
+    def missing(self) -> int:
+        """Trials the study needs to reach ``n_trials``; waiting (enqueued) ones do not count."""
+        from optuna.trial import TrialState
+
+        trials = self.study.get_trials(deepcopy=False)
+        counted = sum(1 for trial in trials if trial.state != TrialState.WAITING)
+        return max(0, self.n_trials - counted)
+
+    def hand_out(self, count: int) -> None:
+        if self.tickets is not None:
+            for _ in range(count):
+                self.tickets.release()
+
+    def top_up(self) -> int:
+        """Hand out what is missing (tickets lost with a dead worker); returns how many."""
+        missing = self.missing()
+        self.hand_out(missing)
+        return missing
+
+    def withdraw(self) -> None:
+        """Take back every ticket not yet taken: workers start no further trial."""
+        while self.tickets is not None and self.tickets.acquire(block=False):
+            pass
 
 
 class TicketIssuer:

@@ -1,44 +1,45 @@
-"""The controller's loop: worker processes, the trial budget, limits and signals.
+"""The controller's loop: watching the journal, limits, signals; one invocation, one mode.
 
-Budget
-    A semaphore holds one ticket per trial still to run. A worker takes a ticket before each
-    ``ask`` and exits when none is left, so no worker overshoots ``n_trials``. A worker killed
-    between taking a ticket and creating its trial loses that ticket; when every worker has
-    exited, the controller compares the study with the target and hands out what is missing.
-    On a storage that other machines reach (``--storage``, ``--serve``) the tickets are WAITING
-    trials in the study instead (:mod:`optspec.run.budget`), and trials whose remote worker
-    stopped beating are failed and retried (:mod:`optspec.run.leases`).
+Modes (:class:`Mode`)
+    ``LOCAL``: ``optspec run``/``resume``: only this controller's workers take trials, with
+    tickets from a semaphore.
+    ``HOST``: ``optspec run --storage`` or ``--serve``: the controller of a study that
+    ``optspec worker`` processes elsewhere join; the tickets are WAITING trials in the study, and
+    trials whose remote worker stopped beating are failed and retried (:mod:`optspec.run.leases`).
+    ``JOIN``: ``optspec worker``: workers only, no study-level hooks, no study.db.
+    Independently, the controller may hold the run's shared-memory journal (``run``, ``resume``,
+    ``run --serve``) or not (a shared storage).
 
 Watching
-    The controller reads the shared journal through its own handle and fires ``on_trial_end``
-    for each trial whose state became final, whichever process wrote it (its own failing of a
-    dead worker's trial included).
+    The controller reads the shared journal through its own handle (polls the shared storage) and
+    fires ``on_trial_end`` for each trial whose state became final, whichever process wrote it
+    (its own failing of a dead worker's trial included).
 
 Stopping
     The first SIGINT or SIGTERM, the timeout or ``max_failed`` take the remaining tickets back;
     running trials may finish for :data:`GRACE_PERIOD` seconds. A second signal or the end of the
     grace period terminates the workers. Trials a dead or stopped worker leaves RUNNING become
     FAIL with the reason in the ``fail_reason`` user attribute.
+
+The budget lives in :mod:`optspec.run.budget`, the processes in :mod:`optspec.run.pool`.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
+import enum
 import pickle
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from optspec.objectives.trial_dirs import BestTrialDirs
 from optspec.outcome import Outcome
-from optspec.run.budget import TicketIssuer
+from optspec.run.budget import Budget, TicketIssuer
 from optspec.run.forkserver import worker_context
 from optspec.run.leases import WORKER_LOST, LostTrials
+from optspec.run.pool import Pool
+from optspec.run.signals import signals_handled
 from optspec.run.study_attrs import RETRY_OF_ATTR, record_fail_reason
 from optspec.run.worker import (
     EXIT_PLUGIN_FAILED,
@@ -47,7 +48,6 @@ from optspec.run.worker import (
     IDLE,
     Slots,
     WorkerSetup,
-    run_worker,
 )
 from optspec.storage.optuna_compat import (
     replay_snapshot,
@@ -64,14 +64,27 @@ if TYPE_CHECKING:
 
 GRACE_PERIOD = 10.0
 """Seconds running trials get to finish once the run stops handing out trials."""
-KILL_AFTER = 3.0
-"""Seconds between SIGTERM and SIGKILL for a worker that must stop."""
 TRIAL_TIMEOUT_SLACK = 2.0
 """Extra seconds before the controller kills a worker over ``trial_timeout``: a command
 objective stops its own process first and records a clearer reason."""
 POLL_INTERVAL = 0.05
 SNAPSHOT_MIN_LOGS = 10_000
 """From this many logs on, workers start from the controller's replayed state."""
+
+
+class Mode(enum.Enum):
+    LOCAL = "local"
+    """Only this controller's workers take trials: a semaphore budget; study hooks fire here."""
+    HOST = "host"
+    """Workers on other machines join (``--storage``, ``--serve``): tickets in the study."""
+    JOIN = "join"
+    """``optspec worker``: trials only, for a study another controller hosts."""
+
+
+class Watcher(Protocol):
+    def finished_trials(self) -> list[FrozenTrial]: ...
+
+    def close(self) -> None: ...
 
 
 class JournalWatcher:
@@ -130,18 +143,6 @@ class StorageWatcher:
         pass
 
 
-class _Worker:
-    def __init__(self, index: int, generation: int, process: multiprocessing.process.BaseProcess):
-        self.index = index
-        self.generation = generation
-        self.process = process
-        self.stop_reason: str | None = None
-        # Stopped because the run stopped (resume retries its trial), not for overrunning
-        # trial_timeout (a retry would overrun again).
-        self.interrupted = False
-        self.kill_at: float | None = None
-
-
 class Controller:
     """Runs the workers of one invocation and returns how it ended."""
 
@@ -151,79 +152,92 @@ class Controller:
         config: Config,
         pm: PluginManager,
         study: optuna.Study,
-        backend: Any | None,
+        mode: Mode,
+        backend: Any | None = None,
         plugin_objects: bytes = b"",
-        snapshot: bytes | None = None,
         on_tick: Callable[[], None] | None = None,
-        join: bool = False,
     ) -> None:
-        """``backend`` is the run's shared-memory journal, or None on a shared storage
-        (``config.storage_url``). ``join`` is ``optspec worker``: trials only, no study hooks."""
+        """``backend`` is the run's shared-memory journal, None on a shared storage.
+        ``on_tick`` is called on every turn of the loop (checkpoints)."""
+        if mode is Mode.LOCAL and backend is None:
+            raise ValueError("Mode.LOCAL runs on the run's own journal: backend is required")
         self.config = config
         self.pm = pm
         self.study = study
+        self.mode = mode
         self.storage = study_storage(study)
         self.backend = backend
-        self.plugin_objects = plugin_objects
-        self.snapshot = snapshot
-        self.join = join
-        if snapshot is None and backend is not None and len(backend) >= SNAPSHOT_MIN_LOGS:
-            # Every worker would otherwise replay the whole journal on start (seconds for a
-            # large resumed study); the controller has done that already.
-            self.snapshot = replay_snapshot(self.storage)
         self.on_tick = on_tick
-        self.context = worker_context()
-        self.n_workers = config.spec.run.worker_count
-        # On a shared storage, machines that this controller does not know take trials too:
-        # the tickets are WAITING trials in the study, which the controller (not a joined
-        # `optspec worker`) queues.
-        shared = config.shared_storage
-        self.tickets = None if shared else self.context.Semaphore(0)
+        context = worker_context()
+        self.budget = Budget(study, config.spec.run.n_trials, context, tickets=mode is Mode.LOCAL)
+        n_workers = config.spec.run.worker_count
         self.issuer: TicketIssuer | None = None
         self.lost: LostTrials | None = None
         self.retried: set[int] = set()
         self.announced_stop = False
-        if shared and not join:
-            self.issuer = TicketIssuer(study, config.spec.run.n_trials, 2 * self.n_workers)
+        if mode is Mode.HOST:
+            self.issuer = TicketIssuer(study, config.spec.run.n_trials, 2 * n_workers)
             if config.spec.run.heartbeat is not None:
                 self.lost = LostTrials(study, config.spec.run.heartbeat)
         self.slots = Slots(
-            self.context.Array("q", [IDLE] * self.n_workers, lock=False),
-            self.context.Array("d", [0.0] * self.n_workers, lock=False),
-            self.context.Value("q", 0),
-            self.context.Value("b", 0),
+            context.Array("q", [IDLE] * n_workers, lock=False),
+            context.Array("d", [0.0] * n_workers, lock=False),
+            context.Value("q", 0),
+            context.Value("b", 0),
         )
-        self.workers: list[_Worker] = []
-        # Part of every worker's seed: a resumed study must not replay its first trials' draws.
-        self.trials_before = sum(
-            1 for trial in study.get_trials(deepcopy=False) if trial.state.is_finished()
-        )
+        self.pool = Pool(context, n_workers, self._worker_setup(plugin_objects))
         # keep_trial_dirs = "best" / "none": only the controller sees every trial end.
         self.trial_dirs = BestTrialDirs(config.spec, config.output)
-        if not join:
+        if mode is not Mode.JOIN:
             self.trial_dirs.start(study.get_trials(deepcopy=False))
         self.failed = 0
-        self.finished = 0
         self.outcome: Outcome | None = None
         self.grace_ends: float | None = None
-        self.terminating = False
         self.signals = 0
+
+    def _worker_setup(self, plugin_objects: bytes) -> Callable[[int, int], WorkerSetup]:
+        snapshot = None
+        if self.backend is not None and len(self.backend) >= SNAPSHOT_MIN_LOGS:
+            # Every worker would otherwise replay the whole journal on start (seconds for a
+            # large resumed study); the controller has done that already.
+            snapshot = replay_snapshot(self.storage)  # type: ignore[arg-type]
+        # Part of every worker's seed: a resumed study must not replay its first trials' draws.
+        trials_before = sum(
+            1 for trial in self.study.get_trials(deepcopy=False) if trial.state.is_finished()
+        )
+
+        def setup(index: int, generation: int) -> WorkerSetup:
+            return WorkerSetup(
+                config=self.config,
+                storage=self.storage if self.backend is not None else None,
+                study_name=self.study.study_name,
+                index=index,
+                generation=generation,
+                tickets=self.budget.tickets,
+                slots=self.slots,
+                plugin_objects=plugin_objects,
+                sys_path=tuple(sys.path),
+                trials_before=trials_before,
+                snapshot=snapshot,
+            )
+
+        return setup
 
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> Outcome:
         run = self.config.spec.run
         started = time.monotonic()
-        watcher = (
+        watcher: Watcher = (
             JournalWatcher(self.backend, self.storage)
             if self.backend is not None
             else StorageWatcher(self.study)
         )
         try:
-            with self._signals_handled():
-                self._hand_out(self._missing())
+            with signals_handled(self._on_signal):
+                self.budget.top_up()
                 self._issue_tickets()
-                self._start_workers()
+                self.pool.fill()
                 while True:
                     self._report_finished(watcher)
                     self._reap()
@@ -236,14 +250,14 @@ class Controller:
                     # Every worker gone: stop, unless tickets died with a worker (then top up)
                     # or, on a shared storage, other machines still run trials of the study.
                     if (
-                        not self._alive()
+                        not self.pool.alive()
                         and (self.outcome is not None or not self._top_up())
                         and (self.outcome is not None or not self._others_running())
                     ):
                         break
                     if self.on_tick is not None:
                         self.on_tick()
-                    self._wait()
+                    self.pool.wait(POLL_INTERVAL)
                 self._terminate_all("the run stopped")
                 if self.backend is not None:  # on a shared storage, RUNNING may be elsewhere
                     self._fail_leftovers()
@@ -251,7 +265,7 @@ class Controller:
         finally:
             self._terminate_all("the controller stopped")
             watcher.close()
-            if not self.join:
+            if self.mode is not Mode.JOIN:
                 self.trial_dirs.close()
         return self.outcome or Outcome("done", f"{self.config.spec.run.n_trials} trials reached")
 
@@ -261,36 +275,20 @@ class Controller:
             self.outcome = Outcome(status, message)  # type: ignore[arg-type]
             self.grace_ends = time.monotonic() + GRACE_PERIOD
         self.slots.stop.value = 1
-        while self.tickets is not None and self.tickets.acquire(block=False):
-            pass
-
-    # -- budget -----------------------------------------------------------------------------
-
-    def _missing(self) -> int:
-        from optuna.trial import TrialState
-
-        trials = self.study.get_trials(deepcopy=False)
-        counted = sum(1 for trial in trials if trial.state != TrialState.WAITING)
-        return max(0, self.config.spec.run.n_trials - counted)
-
-    def _hand_out(self, count: int) -> None:
-        for _ in range(count if self.tickets is not None else 0):
-            self.tickets.release()
+        self.budget.withdraw()
 
     def _top_up(self) -> bool:
-        """All workers exited: if tickets were lost with a dead worker, run the missing trials."""
-        if self.tickets is None:
+        """All workers exited: if trials are missing (tickets lost with a dead worker), run them."""
+        if self.mode is not Mode.LOCAL:
             return False  # a ticket in the study outlives its worker
-        missing = self._missing()
-        if missing == 0:
+        if self.budget.top_up() == 0:
             return False
-        self._hand_out(missing)
-        self._start_workers()
+        self.pool.fill()
         return True
 
     def _others_running(self) -> bool:
-        """On a shared storage: tickets left, or trials that workers elsewhere still run. The
-        study is not over until they finish (a first Ctrl-C stops waiting for them)."""
+        """Hosting: tickets left, or trials that workers elsewhere still run. The study is not
+        over until they finish (a first Ctrl-C stops waiting for them)."""
         return self.issuer is not None and not self.issuer.finished()
 
     def _issue_tickets(self) -> None:
@@ -317,108 +315,54 @@ class Controller:
 
     # -- workers ----------------------------------------------------------------------------
 
-    def _start_workers(self) -> None:
-        alive = {worker.index for worker in self.workers if worker.process.is_alive()}
-        for index in range(self.n_workers):
-            if index not in alive:
-                self._start_worker(index)
-
-    def _start_worker(self, index: int) -> None:
-        generation = sum(1 for worker in self.workers if worker.index == index)
-        setup = WorkerSetup(
-            config=self.config,
-            storage=self.storage if self.backend is not None else None,
-            study_name=self.study.study_name,
-            index=index,
-            generation=generation,
-            tickets=self.tickets,
-            slots=self.slots,
-            plugin_objects=self.plugin_objects,
-            sys_path=tuple(sys.path),
-            trials_before=self.trials_before,
-            snapshot=self.snapshot,
-        )
-        process = self.context.Process(
-            target=run_worker, args=(setup,), name=f"optspec-worker-{index}", daemon=True
-        )
-        process.start()
-        self.workers.append(_Worker(index, generation, process))
-
-    def _alive(self) -> list[_Worker]:
-        return [worker for worker in self.workers if worker.process.exitcode is None]
-
     def _reap(self) -> None:
-        for worker in list(self.workers):
-            code = worker.process.exitcode
-            if code is None:
-                continue
-            self.workers.remove(worker)
-            worker.process.join()
+        for worker, code in self.pool.exited():
             trial_number = self.slots.trial_numbers[worker.index]
             self.slots.trial_numbers[worker.index] = IDLE
             if code == 0 and trial_number == IDLE:
                 continue
-            reason = worker.stop_reason or _exit_reason(worker, code)
             if trial_number != IDLE:
-                self._fail_trial(trial_number, reason, interrupted=worker.interrupted)
+                self._fail_trial(
+                    trial_number, worker.exit_reason(code), interrupted=worker.interrupted
+                )
             if code == EXIT_SETUP_FAILED:
                 self.stop("failed", f"worker {worker.index} could not start (see above)")
             elif code == EXIT_PLUGIN_FAILED:
                 self.stop("failed", "a plugin raised in on_trial_start (see above)")
             elif code == EXIT_STORAGE_LOST:
                 self.stop("failed", f"worker {worker.index} lost the shared storage (see above)")
-            elif self.outcome is None and not self.terminating:
-                self._start_worker(worker.index)
+            elif self.outcome is None and not self.pool.terminating:
+                self.pool.start(worker.index)
 
     def _enforce_deadlines(self, now: float) -> None:
         if self.grace_ends is not None and now >= self.grace_ends:
-            self._terminate_all(f"still running when the run stopped ({self.outcome.message})")
+            message = self.outcome.message if self.outcome else ""
+            self._terminate_all(f"still running when the run stopped ({message})")
+        self.pool.enforce_kills(now)
         trial_timeout = self.config.spec.run.trial_timeout
-        for worker in self._alive():
-            if worker.kill_at is not None and now >= worker.kill_at:
-                worker.process.kill()
-            elif trial_timeout is not None and worker.stop_reason is None:
-                number = self.slots.trial_numbers[worker.index]
-                if number != IDLE:
-                    ran = time.time() - self.slots.started[worker.index]
-                    if ran > trial_timeout + TRIAL_TIMEOUT_SLACK:
-                        self._terminate(
-                            worker, f"trial_timeout of {_seconds(trial_timeout)} exceeded"
-                        )
-
-    def _terminate(self, worker: _Worker, reason: str, *, interrupted: bool = False) -> None:
-        if worker.stop_reason is None:
-            worker.stop_reason = reason
-            worker.interrupted = interrupted
-            worker.kill_at = time.monotonic() + KILL_AFTER
-            worker.process.terminate()
+        if trial_timeout is None:
+            return
+        for worker in self.pool.alive():
+            number = self.slots.trial_numbers[worker.index]
+            if worker.stop_reason is None and number != IDLE:
+                ran = time.time() - self.slots.started[worker.index]
+                if ran > trial_timeout + TRIAL_TIMEOUT_SLACK:
+                    reason = f"trial_timeout of {_seconds(trial_timeout)} exceeded"
+                    self.pool.terminate(worker, reason)
 
     def _terminate_all(self, reason: str) -> None:
-        self.terminating = True  # no replacement for the workers that now exit
-        for worker in self._alive():
-            self._terminate(worker, reason, interrupted=True)
-        deadline = time.monotonic() + KILL_AFTER
-        for worker in self._alive():
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.exitcode is None:
-                worker.process.kill()
-                worker.process.join()
+        self.pool.terminate_all(reason)
         self._reap()
-
-    def _wait(self) -> None:
-        sentinels = [worker.process.sentinel for worker in self.workers]
-        multiprocessing.connection.wait(sentinels, timeout=POLL_INTERVAL)
 
     # -- trials -----------------------------------------------------------------------------
 
-    def _report_finished(self, watcher: JournalWatcher | StorageWatcher) -> None:
+    def _report_finished(self, watcher: Watcher) -> None:
         from optuna.trial import TrialState
 
-        if self.join:
+        if self.mode is Mode.JOIN:
             self.failed = self.slots.failures.value
         else:
             for trial in watcher.finished_trials():
-                self.finished += 1
                 if trial.state == TrialState.FAIL:
                     self.failed += 1
                 self._trial_end(trial)
@@ -459,39 +403,13 @@ class Controller:
 
     # -- signals ----------------------------------------------------------------------------
 
-    @contextmanager
-    def _signals_handled(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signal handlers can only be set from the main thread (API use in a thread)
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._on_signal)
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, name: str) -> None:
         self.signals += 1
-        name = signal.Signals(signum).name
         if self.signals == 1:
             self.outcome = None if self.outcome and self.outcome.status == "done" else self.outcome
             self.stop("interrupted", f"interrupted by {name}")
         else:
             self.grace_ends = time.monotonic()  # the loop terminates the workers now
-
-
-def _exit_reason(worker: _Worker, code: int) -> str:
-    pid = worker.process.pid
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"worker {worker.index} (pid {pid}) died: killed by {name}"
-    return f"worker {worker.index} (pid {pid}) died: exit status {code}"
 
 
 def _seconds(value: float) -> str:

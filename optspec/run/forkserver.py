@@ -10,7 +10,14 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 
-PRELOAD = ["optspec.run.worker", "optspec.builtin.objectives", "optuna"]
+# The built-in objective kinds' modules, not optspec.builtin.objectives: that plugin resolves
+# them through the optspec facade only when a worker calls register_objectives.
+PRELOAD = [
+    "optspec.run.worker",
+    "optspec.objectives.python",
+    "optspec.objectives.command",
+    "optuna",
+]
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

@@ -1,48 +1,45 @@
 """A study's lifecycle: spec -> plugins -> journal -> study -> workers -> on_finish.
 
-:func:`run_study` starts a study from a spec, :func:`resume_study` continues one from its study.db.
-Both check everything a user can get wrong (spec, plugins, sampler options, the output directory)
-before writing anything, run the :class:`~optspec.run.controller.Controller`, and always end with
-``on_finish``, where the built-in ``sqlite`` plugin writes study.db.
+:func:`run_study` starts a study from a spec, :func:`resume_study` continues one from its study.db,
+:func:`join_study` adds workers to a study another controller runs on a shared storage. Run and
+resume check everything a user can get wrong (spec, plugins, sampler options, the output
+directory) before writing anything, run the :class:`~optspec.run.controller.Controller`, and always
+end with ``on_finish`` (:mod:`optspec.run.finish`), where the built-in ``sqlite`` plugin writes
+study.db.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import importlib
-import io
 import math
 import os
-import pickle
-import signal
 import sys
-import threading
 import time
-import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from attrs import field, frozen
 
 from optspec.config import Config
-from optspec.errors import OptspecError, SpecError, StudyFailed, UsageError
+from optspec.errors import OptspecError, StudyFailed, UsageError
 from optspec.outcome import Outcome, RunResult
 from optspec.run import trust
+from optspec.run.finish import checkpointer, finish
+from optspec.run.forkserver import start_worker_server
+from optspec.run.setup import pickle_plugins, prepare_controller
 from optspec.run.study_attrs import (
     INTERRUPTED_ATTR,
     RETRY_OF_ATTR,
-    SPEC_ATTR,
-    SPEC_DIR_ATTR,
-    SPEC_FILE_ATTR,
-    SPEC_SHA256_ATTR,
-    VERSION_ATTR,
+    check_same_spec,
     record_fail_reason,
+    record_spec,
+    stored_spec,
 )
-from optspec.spec.load import load_spec, parse_spec
+from optspec.spec.load import load_spec
 from optspec.spec.model import Spec
 
 if TYPE_CHECKING:
@@ -51,53 +48,142 @@ if TYPE_CHECKING:
     from optspec.plugins.manager import PluginManager
 
 
+@frozen(kw_only=True)
+class RunOptions:
+    """What the command line (or an API caller) adds to a spec for one invocation.
+
+    :ivar output: directory for study.db and results.json (``run``; default ``[study] output``).
+    :ivar n_trials: the study's new total, earlier runs included (``--n-trials``).
+    :ivar timeout: wall-clock limit of this invocation in seconds; ``math.inf`` lifts the spec's.
+    :ivar workers: worker processes, or ``"auto"``.
+    :ivar plugin_args: ``-p NAME`` / ``-p no:NAME`` values.
+    :ivar plugins: plugin objects registered after all others. Every worker registers them too,
+        so they must pickle: modules (sent by name) or instances of importable classes.
+    :ivar overwrite: ``run`` replaces a study.db already in the output directory.
+    :ivar quiet: no progress output.
+    :ivar verbose: Optuna's INFO lines too (``-v``).
+    :ivar dashboard: serve optuna-dashboard over the live study on 127.0.0.1 at this port.
+    :ivar storage: run on this shared storage URL instead of the in-memory journal, so that
+        ``optspec worker`` processes on other machines can join; study.db is written all the same.
+    :ivar serve: ``"[HOST:]PORT"``: serve the study over Optuna's gRPC proxy there (127.0.0.1
+        unless a host is given), for ``optspec worker SPEC --storage grpc://HOST:PORT``.
+    :ivar spec_dir: ``resume`` resolves the spec's objective references from this directory.
+    :ivar spec_file: ``resume --spec FILE``: run this spec file instead of the stored spec (same
+        study name and directions); it becomes the study's recorded spec.
+    :ivar stored_spec: ``resume --stored-spec``: run the stored spec even when the spec file
+        recorded for the study differs from it. Without either, such a difference is a
+        UsageError naming both ways.
+    :ivar devices: ``worker --devices``: this machine's device slots, one per worker, instead of
+        the spec's ``[run] devices``.
+    """
+
+    output: str | os.PathLike[str] | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    workers: int | str | None = None
+    plugin_args: tuple[str, ...] = field(default=(), converter=tuple)
+    plugins: tuple[object, ...] = field(default=(), converter=tuple)
+    overwrite: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    dashboard: int | None = None
+    storage: str | None = None
+    serve: str | None = None
+    spec_dir: str | os.PathLike[str] | None = None
+    spec_file: str | os.PathLike[str] | None = None
+    stored_spec: bool = False
+    devices: tuple[str, ...] | None = field(
+        default=None, converter=lambda value: None if value is None else tuple(value)
+    )
+
+    def with_budget(self, spec: Spec) -> Spec:
+        """``spec`` with ``--devices``, ``--n-trials``, ``--timeout`` and ``--workers`` applied."""
+        if self.devices is not None:
+            # This machine's device slots, one per worker; the worker count follows them
+            # unless --workers is given.
+            run = attrs.evolve(spec.run, devices=self.devices, workers=len(self.devices))
+            spec = spec.evolve(run=run)
+        changes: dict[str, Any] = {}
+        if self.n_trials is not None:
+            changes["n_trials"] = self.n_trials
+        if self.timeout is not None:
+            changes["timeout"] = None if math.isinf(self.timeout) else self.timeout
+        if self.workers is not None:
+            changes["workers"] = self.workers
+        if not changes:
+            return spec
+        run = attrs.evolve(spec.run, **changes)
+        if self.workers is not None and run.devices and run.worker_count > len(run.devices):
+            from optspec.spec.load import devices_problem
+
+            problem = devices_problem(run.worker_count, run.devices, "[run] devices")
+            raise UsageError(f"--workers {self.workers}: {problem}")
+        return spec.evolve(run=run)
+
+
+_RUN_OPTIONS = frozenset(attrs.fields_dict(RunOptions)) - {
+    "spec_dir",
+    "spec_file",
+    "stored_spec",
+    "devices",
+}
+_RESUME_OPTIONS = frozenset(
+    {
+        "n_trials",
+        "timeout",
+        "workers",
+        "plugin_args",
+        "plugins",
+        "spec_dir",
+        "spec_file",
+        "stored_spec",
+        "quiet",
+        "verbose",
+    }
+)
+_JOIN_OPTIONS = frozenset({"storage", "workers", "plugin_args", "quiet", "devices"})
+
+
+def _options(
+    function: str, options: RunOptions | None, given: dict[str, Any], allowed: frozenset[str]
+) -> RunOptions:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    return attrs.evolve(options or RunOptions(), **given)
+
+
 def run_study(
-    spec: Spec | str | os.PathLike[str],
-    *,
-    output: str | os.PathLike[str] | None = None,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    workers: int | str | None = None,
-    plugin_args: Sequence[str] = (),
-    plugins: Sequence[object] = (),
-    overwrite: bool = False,
-    quiet: bool = False,
-    verbose: bool = False,
-    dashboard: int | None = None,
-    storage: str | None = None,
-    serve: str | None = None,
+    spec: Spec | str | os.PathLike[str], options: RunOptions | None = None, **kwargs: Any
 ) -> RunResult:
     """Run the study ``spec`` describes and write study.db; the API behind ``optspec run``.
 
-    :param plugins: plugin objects registered after all others. Every worker registers them
-        too, so they must pickle: modules (sent by name) or instances of importable classes.
-    :param dashboard: serve optuna-dashboard over the live study on 127.0.0.1 at this port.
-    :param storage: run on this shared storage URL instead of the in-memory journal, so that
-        ``optspec worker`` processes on other machines can join; study.db is written all the same.
-    :param serve: ``"[HOST:]PORT"``: serve the study over Optuna's gRPC proxy there (127.0.0.1
-        unless a host is given), for ``optspec worker SPEC --storage grpc://HOST:PORT``.
+    Options come as a :class:`RunOptions` or as its fields by keyword (``n_trials=20``), all but
+    ``spec_dir``, ``spec_file``, ``stored_spec`` and ``devices``.
+
     :raises UsageError: (and SpecError) for anything the user can fix; nothing is written then.
     """
+    opts = _options("run_study", options, kwargs, _RUN_OPTIONS)
     # First: its imports overlap with reading the spec and setting up (a bad spec stops it).
-    _start_worker_server()
+    start_worker_server()
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    spec = _with_budget(spec, n_trials, timeout, workers)
-    out = Path(output).absolute() if output is not None else spec.study.output
-    _check_output(out, overwrite)
+    spec = opts.with_budget(spec)
+    out = Path(opts.output).absolute() if opts.output is not None else spec.study.output
+    _check_output(out, opts.overwrite)
     config = Config(
         spec,
         out,
-        plugin_args=tuple(plugin_args),
-        quiet=quiet,
-        verbose=verbose,
-        dashboard_port=dashboard,
-        storage_url=storage,
-        serve=serve,
+        plugin_args=opts.plugin_args,
+        quiet=opts.quiet,
+        verbose=opts.verbose,
+        dashboard_port=opts.dashboard,
+        storage_url=opts.storage,
+        serve=opts.serve,
     )
-    served_at = _serve_address(serve)
-    pm, sampler, pruner = _prepare(config, plugins)
-    pickled_plugins = _pickle_plugins(plugins)
+    served_at = _serve_address(opts.serve)
+    components = prepare_controller(config, opts.plugins)
+    pickled_plugins = pickle_plugins(opts.plugins)
 
     import optuna
 
@@ -105,15 +191,15 @@ def run_study(
 
     _set_optuna_verbosity(config)
     with contextlib.ExitStack() as stack:
-        if storage is None:
+        if opts.storage is None:
             backend = stack.enter_context(_new_journal())
             study_storage: Any = IndexedJournalStorage(backend)
         else:
             from optspec.storage.remote import open_storage
 
             backend = None
-            study_storage = open_storage(storage, heartbeat=spec.run.heartbeat)
-            _refuse_existing_study(study_storage, spec.study.name, storage)
+            study_storage = open_storage(opts.storage, heartbeat=spec.run.heartbeat)
+            _refuse_existing_study(study_storage, spec.study.name, opts.storage)
         # Bound before the study exists: a busy port is a usage error with nothing written.
         stack.enter_context(_live_dashboard(study_storage, config))
         if served_at is not None:
@@ -122,85 +208,63 @@ def run_study(
             storage=study_storage,
             study_name=spec.study.name,
             directions=spec.study.directions,
-            sampler=sampler,
-            pruner=pruner,
+            sampler=components.sampler,
+            pruner=components.pruner,
         )
-        _record_spec(study, spec, out)
+        record_spec(study, spec, out)
         for point in spec.enqueue[: spec.run.n_trials]:
             study.enqueue_trial(point)
-        return _run(config, pm, study, backend, pickled_plugins)
+        return _run(config, components.pm, study, backend, pickled_plugins)
 
 
 def join_study(
-    spec: Spec | str | os.PathLike[str],
-    *,
-    storage: str,
-    workers: int | str | None = None,
-    plugin_args: Sequence[str] = (),
-    quiet: bool = False,
-    devices: Sequence[str] | None = None,
+    spec: Spec | str | os.PathLike[str], options: RunOptions | None = None, **kwargs: Any
 ) -> Outcome:
     """Run worker processes for a study that ``optspec run --storage`` started elsewhere.
 
-    They take trials until the study holds ``n_trials``; study-level hooks and study.db stay
-    with the controller that started the study.
-
-    :param devices: this machine's device slots, one per worker (``--devices``), instead of
-        the spec's ``[run] devices``; the worker count follows them unless ``workers`` is given.
+    Options: ``storage`` (required), ``workers``, ``plugin_args``, ``quiet``, ``devices``
+    (this machine's device slots, one per worker). The workers take
+    trials until the study holds ``n_trials``; study-level hooks and study.db stay with the
+    controller that started the study.
     """
     import optuna
 
-    from optspec.run.controller import Controller
+    from optspec.run.controller import Controller, Mode
     from optspec.storage.remote import open_storage
 
+    opts = _options("join_study", options, kwargs, _JOIN_OPTIONS)
+    if opts.storage is None:
+        raise TypeError("join_study() needs storage=URL: the study's shared storage")
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    if devices is not None:
-        run = attrs.evolve(spec.run, devices=tuple(devices), workers=len(devices))
-        spec = spec.evolve(run=run)
-    spec = _with_budget(spec, None, None, workers)
+    spec = opts.with_budget(spec)
     config = Config(
         spec,
         spec.study.output,
         role="worker",
-        plugin_args=tuple(plugin_args),
-        quiet=quiet,
-        storage_url=storage,
+        plugin_args=opts.plugin_args,
+        quiet=opts.quiet,
+        storage_url=opts.storage,
     )
-    _start_worker_server()
-    pm, _, _ = _prepare(config, ())
+    start_worker_server()
+    pm = prepare_controller(config, ()).pm
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_storage = open_storage(storage, heartbeat=spec.run.heartbeat)
-    study = _wait_for_study(study_storage, spec.study.name, storage)
-    _check_same_spec(study, spec, storage)
-    return Controller(config=config, pm=pm, study=study, backend=None, join=True).run()
+    study_storage = open_storage(opts.storage, heartbeat=spec.run.heartbeat)
+    study = _wait_for_study(study_storage, spec.study.name, opts.storage)
+    check_same_spec(study, spec, opts.storage)
+    return Controller(config=config, pm=pm, study=study, mode=Mode.JOIN).run()
 
 
 def resume_study(
-    study_db: str | os.PathLike[str],
-    *,
-    n_trials: int | None = None,
-    timeout: float | None = None,
-    workers: int | str | None = None,
-    plugin_args: Sequence[str] = (),
-    plugins: Sequence[object] = (),
-    spec_dir: str | os.PathLike[str] | None = None,
-    quiet: bool = False,
-    verbose: bool = False,
-    spec_file: str | os.PathLike[str] | None = None,
-    stored_spec: bool = False,
+    study_db: str | os.PathLike[str], options: RunOptions | None = None, **kwargs: Any
 ) -> RunResult:
     """Continue the study in ``study_db`` (or a fallback journal file) with the spec stored in it.
 
-    ``n_trials`` is the new total for the study. Trials an interruption failed run again first.
-
-    :param spec_file: run this spec file instead of the stored spec (same study name and
-        directions); it becomes the study's recorded spec.
-    :param stored_spec: run the stored spec even when the spec file recorded for the study
-        differs from it. Without either, such a difference is a UsageError naming both ways.
+    Options: ``n_trials`` (the new total for the study), ``timeout``, ``workers``,
+    ``plugin_args``, ``plugins``, ``spec_dir``, ``spec_file``, ``stored_spec``, ``quiet``,
+    ``verbose``. Trials an interruption failed run again first.
     """
-    from optspec.storage import optuna_compat
-
+    opts = _options("resume_study", options, kwargs, _RESUME_OPTIONS)
     path = Path(study_db).absolute()
     directory = path if path.is_dir() else path.parent
     if path.name == "journal.log" or (not path.is_file() and (directory / "journal.log").exists()):
@@ -210,10 +274,11 @@ def resume_study(
     if not path.is_file():
         raise UsageError(f"{study_db}: no such file; give the study.db of an earlier run")
     lock = _lock_for_resume(path)
-    _start_worker_server()
+    start_worker_server()
     try:
         import optuna
 
+        from optspec.storage import optuna_compat
         from optspec.storage.studydb import load_from_sqlite
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -222,50 +287,36 @@ def resume_study(
             stored = optuna_compat.study_storage(loaded).get_study_system_attrs(
                 optuna_compat.study_id(loaded)
             )
-            if spec_file is not None:
-                spec = trust.spec_from_file(spec_file, loaded, stored, path)
+            if opts.spec_file is not None:
+                spec = trust.spec_from_file(opts.spec_file, loaded, stored, path)
             else:
-                spec = _spec_of(loaded, path, spec_dir)
-                if not stored_spec:
+                spec = stored_spec(loaded, path, opts.spec_dir)
+                if not opts.stored_spec:
                     trust.refuse_changed_spec_file(spec, stored, path)
-            spec = _with_budget(spec, n_trials, timeout, workers)
+            spec = opts.with_budget(spec)
             config = Config(
                 spec,
                 path.parent,
-                plugin_args=tuple(plugin_args),
-                quiet=quiet,
-                verbose=verbose,
+                plugin_args=opts.plugin_args,
+                quiet=opts.quiet,
+                verbose=opts.verbose,
                 study_db=path.with_name("study.db") if _is_journal_file(path) else path,
             )
             _set_optuna_verbosity(config)
-            pm, sampler, pruner = _prepare(config, plugins)
-            pickled_plugins = _pickle_plugins(plugins)
+            components = prepare_controller(config, opts.plugins)
+            pickled_plugins = pickle_plugins(opts.plugins)
             study = optuna.load_study(
                 study_name=loaded.study_name,
                 storage=optuna_compat.study_storage(loaded),
-                sampler=sampler,
-                pruner=pruner,
+                sampler=components.sampler,
+                pruner=components.pruner,
             )
-            if spec_file is not None:
-                _record_spec(study, spec, path.parent)  # the spec it runs from now on
+            if opts.spec_file is not None:
+                record_spec(study, spec, path.parent)  # the spec it runs from now on
             _retry_interrupted(study, spec.run.n_trials)
-            return _run(config, pm, study, backend, pickled_plugins)
+            return _run(config, components.pm, study, backend, pickled_plugins)
     finally:
         os.close(lock)
-
-
-# -- setup ------------------------------------------------------------------------------------
-
-
-def prepare_sys_path(spec: Spec) -> None:
-    """The spec's directory first on sys.path, then the working directory, as the docs promise.
-
-    Runs in the controller and in every worker, so references resolve alike in both.
-    """
-    for entry in (str(Path.cwd()), str(spec.directory)):
-        if entry in sys.path:
-            sys.path.remove(entry)
-        sys.path.insert(0, entry)
 
 
 def _set_optuna_verbosity(config: Config) -> None:
@@ -275,12 +326,6 @@ def _set_optuna_verbosity(config: Config) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if config.verbose else optuna.logging.WARNING)
 
 
-def _start_worker_server() -> None:
-    from optspec.run.forkserver import start_worker_server
-
-    start_worker_server()
-
-
 def _new_journal() -> Any:
     from optspec.storage.select import SharedMemoryJournalBackend
 
@@ -288,50 +333,6 @@ def _new_journal() -> Any:
         return SharedMemoryJournalBackend()
     except (MemoryError, OSError) as exc:
         raise StudyFailed(f"cannot create the shared-memory journal: {exc}") from None
-
-
-def _with_budget(
-    spec: Spec, n_trials: int | None, timeout: float | None, workers: int | str | None
-) -> Spec:
-    changes: dict[str, Any] = {}
-    if n_trials is not None:
-        changes["n_trials"] = n_trials
-    if timeout is not None:
-        changes["timeout"] = None if math.isinf(timeout) else timeout  # `--timeout off`
-    if workers is not None:
-        changes["workers"] = workers
-    if not changes:
-        return spec
-    run = attrs.evolve(spec.run, **changes)
-    if workers is not None and run.devices and run.worker_count > len(run.devices):
-        from optspec.spec.load import devices_problem
-
-        problem = devices_problem(run.worker_count, run.devices, "[run] devices")
-        raise UsageError(f"--workers {workers}: {problem}")
-    return spec.evolve(run=run)
-
-
-class _PluginPickler(pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        # A plugin module travels to the workers by name; they import it themselves.
-        if isinstance(obj, types.ModuleType):
-            return importlib.import_module, (obj.__name__,)
-        return NotImplemented
-
-
-def _pickle_plugins(plugins: Sequence[object]) -> bytes:
-    """The plugin objects as the workers will get them, checked before anything is written."""
-    if not plugins:
-        return b""
-    buffer = io.BytesIO()
-    try:
-        _PluginPickler(buffer).dump(tuple(plugins))
-    except Exception as exc:  # noqa: BLE001 - pickle raises many types; all mean the same
-        raise UsageError(
-            f"a plugin object cannot be sent to the worker processes ({type(exc).__name__}: "
-            f"{exc}); pass a module, or an instance of a class defined at a module's top level"
-        ) from None
-    return buffer.getvalue()
 
 
 def _serve_address(serve: str | None) -> tuple[str, int] | None:
@@ -388,27 +389,6 @@ JOIN_WAIT = 30.0
 """Seconds ``optspec worker`` waits for the controller to create the study."""
 
 
-def _check_same_spec(study: optuna.Study, spec: Spec, url: str) -> None:
-    """A joining worker runs the spec the study was started with, not an edited copy."""
-    from optspec.storage import optuna_compat
-
-    storage = optuna_compat.study_storage(study)
-    stored = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
-    expected = stored.get(SPEC_SHA256_ATTR)
-    if expected is None or expected == hashlib.sha256(spec.text.encode()).hexdigest():
-        return
-    from optspec.spec.compare import differing_keys
-
-    keys = differing_keys(stored.get(SPEC_ATTR, ""), spec.text)
-    if not keys:
-        return  # comments or layout only: the same spec
-    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
-    raise UsageError(
-        f"{spec.path}: differs from the spec the study {study.study_name!r} on {url} was "
-        f"started with, at {shown}; workers must run the same spec (same file contents)"
-    )
-
-
 def _wait_for_study(storage: Any, name: str, url: str) -> optuna.Study:
     import optuna
 
@@ -449,87 +429,6 @@ def _old_journal_message(directory: Path) -> str:
         "studies are not migrated to study.db: start the study again with `optspec run` into "
         "another directory (-o DIR), or move this one away"
     )
-
-
-def check_spec(spec: Spec, plugin_args: Sequence[str] = ()) -> None:
-    """Every check ``run`` makes before its first trial, without running or writing anything:
-    the plugins are imported and configured, sampler, pruner and objective built (the objective's
-    module imported, as ``pytest --collect-only`` imports test modules). For ``optspec validate``.
-    """
-    _prepare(Config(spec, spec.study.output, plugin_args=tuple(plugin_args), quiet=True), ())
-
-
-def _prepare(config: Config, plugins: Sequence[object]) -> tuple[PluginManager, Any, Any]:
-    """Plugins configured and the run's components built once: every user mistake surfaces here,
-    before anything is written."""
-    from optspec.plugins.components import make_objective, make_pruner, make_sampler
-    from optspec.plugins.manager import build_plugin_manager
-
-    prepare_sys_path(config.spec)
-    file = config.spec.path or config.study_db
-    try:
-        pm = build_plugin_manager(config.spec, config.plugin_args, plugins)
-        pm.hook.configure(config=config)
-        sampler = make_sampler(pm, config)
-        pruner = make_pruner(pm, config)
-        make_objective(pm, config)
-    except SpecError as exc:
-        raise exc.with_file(file) from None
-    except OptspecError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a plugin's bug, reported in one line
-        raise StudyFailed(
-            f"a plugin raised while the run was set up: {type(exc).__name__}: {exc}"
-        ) from None
-    if not pm.has_plugin("sqlite") and config.role == "controller":
-        print(
-            "optspec: the sqlite plugin is blocked: study.db and results.json will not be written",
-            file=sys.stderr,
-        )
-    return pm, sampler, pruner
-
-
-def _record_spec(study: optuna.Study, spec: Spec, output: Path) -> None:
-    from optspec import __version__
-    from optspec.storage import optuna_compat
-
-    # Optuna 5 dropped Study.set_system_attr; the storage method is the public way left.
-    storage = optuna_compat.study_storage(study)
-    study_id = storage.get_study_id_from_name(study.study_name)
-    directory = spec.directory.absolute()
-    attrs_ = {
-        SPEC_ATTR: spec.text,
-        SPEC_SHA256_ATTR: hashlib.sha256(spec.text.encode()).hexdigest(),
-        VERSION_ATTR: __version__,
-        SPEC_DIR_ATTR: {"relative": os.path.relpath(directory, output), "absolute": str(directory)},
-        SPEC_FILE_ATTR: spec.path.name if spec.path else "study.toml",
-    }
-    for key, value in attrs_.items():
-        storage.set_study_system_attr(study_id, key, value)
-
-
-def _spec_of(study: optuna.Study, path: Path, spec_dir: str | os.PathLike[str] | None) -> Spec:
-    from optspec.storage import optuna_compat
-
-    storage = optuna_compat.study_storage(study)
-    attrs_ = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
-    if SPEC_ATTR not in attrs_:
-        raise UsageError(
-            f"{path}: this study was not made by optspec (no {SPEC_ATTR} attribute); "
-            "run it from a spec with `optspec run`"
-        )
-    if spec_dir is not None:
-        directory = Path(spec_dir).absolute()
-    else:
-        stored = attrs_.get(SPEC_DIR_ATTR) or {}
-        relative = path.parent / stored.get("relative", ".")
-        absolute = Path(stored.get("absolute", relative))
-        # The relative location first: a study.db restored into a fresh checkout resumes.
-        directory = relative.resolve() if relative.is_dir() or not absolute.is_dir() else absolute
-    name = attrs_.get(SPEC_FILE_ATTR, "study.toml")
-    spec = parse_spec(attrs_[SPEC_ATTR], path=directory / name)
-    # The study keeps its name and stays where its study.db is.
-    return spec.evolve(study=attrs.evolve(spec.study, name=study.study_name, output=path.parent))
 
 
 def _is_journal_file(path: Path) -> bool:
@@ -593,7 +492,7 @@ def _run(
     backend: Any | None,
     plugin_objects: bytes,
 ) -> RunResult:
-    from optspec.run.controller import Controller
+    from optspec.run.controller import Controller, Mode
 
     outcome = Outcome("failed", "the run did not start")
     try:
@@ -602,16 +501,17 @@ def _run(
             config=config,
             pm=pm,
             study=study,
+            mode=Mode.HOST if config.shared_storage else Mode.LOCAL,
             backend=backend,
             plugin_objects=plugin_objects,
-            on_tick=_checkpointer(config, pm, study),
+            on_tick=checkpointer(config, pm, study),
         ).run()
     except OptspecError as exc:
         outcome = Outcome("failed", str(exc))
     except Exception as exc:  # noqa: BLE001 - a plugin's bug fails the study, study.db is kept
         outcome = Outcome("failed", f"a plugin raised: {type(exc).__name__}: {exc}")
     finally:
-        outcome = _finish(config, pm, study, outcome)
+        outcome = finish(config, pm, study, outcome)
     return RunResult(
         outcome=outcome,
         study_name=study.study_name,
@@ -619,104 +519,3 @@ def _run(
         study_db=config.study_db,
         trials=study.get_trials(deepcopy=False),
     )
-
-
-def _checkpointer(
-    config: Config, pm: PluginManager, study: optuna.Study
-) -> Callable[[], None] | None:
-    """``[run] checkpoint``: also write study.db every so often while the workers run.
-
-    Only when the sqlite plugin writes study.db at all (it may be blocked). A failed checkpoint
-    is reported and the run goes on: the final write is what counts.
-    """
-    interval = config.spec.run.checkpoint
-    if interval is None or not pm.has_plugin("sqlite"):
-        return None
-    from optspec.builtin.sqlite import write_study_db
-
-    next_at = time.monotonic() + interval
-
-    def checkpoint() -> None:
-        nonlocal next_at
-        if time.monotonic() < next_at:
-            return
-        try:
-            write_study_db(study, config)
-        except OptspecError as exc:
-            print(f"optspec: checkpoint failed: {exc}", file=sys.stderr)
-        next_at = time.monotonic() + interval
-
-    return checkpoint
-
-
-def _finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outcome) -> Outcome:
-    """Fire on_finish so that every implementation runs, even after one raised, and so that a
-    signal arriving meanwhile cannot cut the writing of study.db short."""
-    errors: list[tuple[str, BaseException]] = []
-    with _signals_deferred() as received:
-        try:
-            with _guarded(pm.hook.on_finish, errors):
-                pm.hook.on_finish(study=study, config=config, outcome=outcome)
-        except Exception as exc:  # noqa: BLE001 - a wrapper (study.db itself) failed
-            errors.append(("", exc))
-    if received and outcome.status == "done":
-        outcome = Outcome("interrupted", f"interrupted by {received[0]} while finishing")
-    if not errors:
-        return outcome
-    plugin, exc = errors[0]
-    if isinstance(exc, OptspecError):
-        return Outcome("failed", str(exc))
-    where = f"plugin {plugin!r} " if plugin else ""
-    return Outcome("failed", f"{where}raised in on_finish: {type(exc).__name__}: {exc}")
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[list[str]]:
-    """SIGINT and SIGTERM are noted, not acted on, for the duration (main thread only)."""
-    received: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-    for sig in signals:
-        signal.signal(sig, lambda signum, frame: received.append(signal.Signals(signum).name))
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextmanager
-def _guarded(hook: Any, errors: list[tuple[str, BaseException]]) -> Iterator[None]:
-    """Make each plain implementation of ``hook`` record its exception instead of raising.
-
-    pluggy stops at the first implementation that raises; for the end-of-run notification
-    every plugin must get its turn. Wrappers are left alone: the sqlite plugin's is what
-    writes study.db, and its failure must propagate.
-    """
-    originals = []
-    for impl in hook.get_hookimpls():
-        if impl.wrapper or impl.hookwrapper:
-            continue
-        originals.append((impl, impl.function))
-        impl.function = _recording(impl.plugin_name, impl.function, errors)
-    try:
-        yield
-    finally:
-        for impl, function in originals:
-            impl.function = function
-
-
-def _recording(
-    plugin: str, function: Callable[..., Any], errors: list[tuple[str, BaseException]]
-) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        try:
-            return function(*args)
-        except Exception as exc:  # noqa: BLE001 - reported once every implementation ran
-            errors.append((plugin, exc))
-            return None
-
-    return call

@@ -1,16 +1,15 @@
 """A worker process: rebuild the plugins, then ask, evaluate and tell until the budget is spent.
 
-Workers start with the ``spawn`` or ``forkserver`` method, never ``fork``: a forked JournalStorage
-keeps its parent's worker id, and Optuna then mixes up which process owns which trial. The
-controller owns signals: a worker ignores SIGINT (the terminal sends it to the whole process
-group) and turns SIGTERM into SystemExit, so a running command objective's process is stopped
-on the way out.
+Workers start from a ``forkserver`` (:mod:`optspec.run.pool`), never with plain ``fork``: a
+forked JournalStorage keeps its parent's worker id, and Optuna then mixes up which process owns
+which trial. The controller owns signals: a worker ignores SIGINT (the terminal sends it to the
+whole process group) and turns SIGTERM into SystemExit, so a running command objective's process
+is stopped on the way out.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import sys
 import sysconfig
@@ -123,9 +122,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
-    from optspec.plugins.components import make_objective, make_pruner, make_sampler
-    from optspec.plugins.manager import build_plugin_manager
-    from optspec.run.lifecycle import prepare_sys_path
+    from optspec.run.setup import build_components, unpickle_plugins
 
     config = attrs.evolve(
         setup.config,
@@ -135,11 +132,15 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     )
     # One INFO line per trial from every worker would drown the progress display; `-v` asks.
     optuna.logging.set_verbosity(optuna.logging.INFO if config.verbose else optuna.logging.WARNING)
+    # The controller's sys.path first: plugin objects' classes may live where only it looks.
     sys.path[:] = list(dict.fromkeys([*setup.sys_path, *sys.path]))
-    prepare_sys_path(config.spec)
-    objects = pickle.loads(setup.plugin_objects) if setup.plugin_objects else ()
-    pm = build_plugin_manager(config.spec, config.plugin_args, objects)
-    pm.hook.configure(config=config)
+    components = build_components(
+        config,
+        unpickle_plugins(setup.plugin_objects),
+        worker_index=setup.index,
+        generation=setup.generation,
+        trials_before=setup.trials_before,
+    )
     storage = setup.storage
     if storage is None:
         from optspec.storage.remote import open_storage
@@ -153,10 +154,10 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     study = optuna.load_study(
         study_name=setup.study_name,
         storage=storage,
-        sampler=make_sampler(pm, config, setup.index, setup.generation, setup.trials_before),
-        pruner=make_pruner(pm, config),
+        sampler=components.sampler,
+        pruner=components.pruner,
     )
-    return config, study, make_objective(pm, config), pm
+    return config, study, components.objective, components.pm
 
 
 def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: Any, pm: Any) -> None:

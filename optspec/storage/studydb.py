@@ -254,6 +254,44 @@ def write_fallback_journal(backend: BaseJournalBackend, path: str | os.PathLike[
             file.write("\n")
 
 
+FALLBACK_NAME = "study.journal"
+"""Where :func:`save_study_db` saves the journal when study.db cannot be written."""
+
+
+def save_study_db(study: optuna.Study, target: str | os.PathLike[str]) -> None:
+    """Dump a live study to ``target`` atomically, straight from its storage (no replay).
+
+    When that fails, the previous ``target`` is unchanged and, for a study on a journal, every
+    log is saved to :data:`FALLBACK_NAME` beside it (``optspec resume`` accepts it).
+
+    :raises StudyFailed: the dump failed; the message says what was saved instead.
+    """
+    from optspec.errors import StudyFailed
+    from optspec.storage.optuna_compat import study_storage
+
+    storage = study_storage(study)
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        dump_storage_to_sqlite(storage, study.study_name, target)
+    except Exception as exc:
+        backend = journal_backend(storage)  # the run's journal, when it has one
+        if backend is None:  # a shared storage still holds every trial
+            raise StudyFailed(f"could not write {target}: {exc}") from exc
+        fallback = target.with_name(FALLBACK_NAME)
+        try:
+            write_fallback_journal(backend, fallback)
+        except Exception as second:  # noqa: BLE001
+            raise StudyFailed(
+                f"could not write {target} ({exc}) nor the fallback {fallback} ({second}); "
+                f"the previous {target.name} is unchanged"
+            ) from exc
+        raise StudyFailed(
+            f"could not write {target}: {exc}; the previous {target.name} is unchanged and "
+            f"every trial is saved in {fallback}: `optspec resume {fallback}` continues from it"
+        ) from exc
+
+
 # --------------------------------------------------------------------------------------------
 # Reading study.db (or a fallback journal) back into a journal
 
