@@ -1,15 +1,16 @@
-"""Fixtures shared by the whole suite; keep them small and generic."""
+"""Fixtures shared by the whole suite; keep them small and generic (helpers: tests/helpers.py)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import OBJECTIVES, run_cli
 
 
 @pytest.fixture
@@ -26,18 +27,9 @@ def write_spec(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def optspec_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``optspec_cli(*args, cwd=None)``: the real command line, in a fresh interpreter."""
-
-    def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "optspec", *map(str, args)],
-            capture_output=True,
-            text=True,
-            cwd=cwd,
-            timeout=60,
-        )
-
-    return run
+    """``optspec_cli(*args, cwd=None, timeout=120)``: the real command line, in a fresh
+    interpreter (:func:`tests.helpers.run_cli`)."""
+    return run_cli
 
 
 # -- real servers for the storage tests (.ci/services starts them) ---------------------------
@@ -49,7 +41,7 @@ def _server_url(variable: str, what: str) -> str:
         return url
     if os.environ.get("CI") == "true":
         pytest.fail(f"{variable} is not set: CI must run a {what} server (.ci/run starts one)")
-    pytest.skip(f"no {what} server: set {variable}, e.g. eval \"$(.ci/services)\"")
+    pytest.skip(f'no {what} server: set {variable}, e.g. eval "$(.ci/services)"')
 
 
 @pytest.fixture
@@ -84,3 +76,10 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    """``tmp_path`` with ``objectives.py`` (:data:`tests.helpers.OBJECTIVES`) in it."""
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    return tmp_path

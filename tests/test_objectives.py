@@ -15,12 +15,14 @@ from typing import Any
 import optuna
 import pytest
 
-from optspec.builtin.objectives import register_objectives
 from optspec.config import Config
 from optspec.errors import SpecError
-from optspec.objectives.results import FAIL_REASON_ATTR, TrialFailed, record_result
+from optspec.objectives.results import FAIL_REASON_ATTR
+from optspec.plugins.manager import build_plugin_manager
+from optspec.run.setup import build_components
+from optspec.run.worker import run_trial
 from optspec.spec.load import parse_spec
-from optspec.spec.model import CategoricalParam, FloatParam, IntParam, Spec
+from optspec.spec.model import Spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -44,25 +46,13 @@ def make_spec(tmp_path: Path, objective: str, rest: str = "", study: str = "") -
 
 
 def build(spec: Spec, tmp_path: Path) -> Any:
-    """The objective callable, as a worker builds it from the registered factory."""
-    factory = register_objectives()[spec.objective.kind]
-    if spec.objective.kind == "command":
-        return factory(spec.objective.options, spec, Config(spec, output=tmp_path / "out"))
-    return factory(spec.objective.options, spec)
+    """The objective callable, built as the controller and every worker build it: plugins
+    registered and configured, the factory the spec's kind names called through the registry."""
+    return build_components(_config(spec, tmp_path)).objective
 
 
-def suggest(trial: optuna.Trial, spec: Spec) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for p in spec.search_params:
-        if not all(condition.holds(params) for condition in p.when):
-            continue
-        if isinstance(p, FloatParam):
-            params[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
-        elif isinstance(p, IntParam):
-            params[p.name] = trial.suggest_int(p.name, p.low, p.high, step=p.step, log=p.log)
-        elif isinstance(p, CategoricalParam):
-            params[p.name] = trial.suggest_categorical(p.name, p.choices)
-    return {**params, **spec.fixed_params}
+def _config(spec: Spec, tmp_path: Path) -> Config:
+    return Config(spec, output=tmp_path / "out", role="worker", worker_index=0)
 
 
 def run(
@@ -72,7 +62,8 @@ def run(
     pruner: optuna.pruners.BasePruner | None = None,
     enqueue: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> list[optuna.trial.FrozenTrial]:
-    """Trials of a real study evaluated as a worker does, failures keeping their reason."""
+    """Trials of a real study, each asked, evaluated and told by the worker's own ``run_trial``
+    (suggesting the declared space, recording results, failing with a reason)."""
     study = optuna.create_study(
         directions=spec.study.directions,
         sampler=optuna.samplers.RandomSampler(seed=0),
@@ -80,15 +71,10 @@ def run(
     )
     for point in enqueue:
         study.enqueue_trial(point)
-
-    def evaluate(trial: optuna.Trial) -> list[float]:
-        try:
-            return record_result(trial, objective(trial, suggest(trial, spec)), spec)
-        except TrialFailed as exc:
-            trial.set_user_attr(FAIL_REASON_ATTR, exc.reason)
-            raise
-
-    study.optimize(evaluate, n_trials=n_trials, catch=(TrialFailed,))
+    config = _config(spec, spec.directory)
+    pm = build_plugin_manager(spec)
+    for _ in range(n_trials):
+        run_trial(study, study.ask(), objective, pm, config)
     return study.trials
 
 

@@ -12,21 +12,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_run import (
-    OBJECTIVES,
-    _interrupt_running_run,
-    _start,
-    _wait_for_workers,
+from tests.helpers import (
+    interrupt_running_run,
     load,
-    optspec,
+    run_cli,
     spec_text,
+    start_run,
+    wait_for_workers,
 )
-
-
-@pytest.fixture
-def study_dir(tmp_path: Path) -> Path:
-    (tmp_path / "objectives.py").write_text(OBJECTIVES)
-    return tmp_path
 
 
 def snapshot(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
@@ -35,11 +28,11 @@ def snapshot(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
 
 def test_resume_grows_the_study_to_the_new_total(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=30))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
     first = snapshot(load(db).trials)
 
-    result = optspec("resume", db, "--n-trials", "60", "-q", cwd=study_dir)
+    result = run_cli("resume", db, "--n-trials", "60", "-q", cwd=study_dir)
 
     assert result.returncode == 0, result.stderr
     trials = load(db).trials
@@ -51,18 +44,18 @@ def test_resume_grows_the_study_to_the_new_total(study_dir: Path) -> None:
 def test_resume_without_new_total_completes_the_spec_budget(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=12))
     assert (
-        optspec("run", "study.toml", "-o", "out", "-q", "--n-trials", "5", cwd=study_dir).returncode
+        run_cli("run", "study.toml", "-o", "out", "-q", "--n-trials", "5", cwd=study_dir).returncode
         == 0
     )
     db = study_dir / "out" / "study.db"
     assert len(load(db).trials) == 5
-    assert optspec("resume", db, "-q", cwd=study_dir).returncode == 0
+    assert run_cli("resume", db, "-q", cwd=study_dir).returncode == 0
     assert len(load(db).trials) == 12
 
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumed_retries_the_interrupted_parameters(study_dir: Path) -> None:
-    _interrupt_running_run(study_dir, "hang", n_trials=12, times=2)
+    interrupt_running_run(study_dir, "hang", n_trials=12, times=2)
     db = study_dir / "out" / "study.db"
     before = load(db).trials
     interrupted = [t for t in before if t.state == TrialState.FAIL]
@@ -70,7 +63,7 @@ def test_an_interrupted_run_resumed_retries_the_interrupted_parameters(study_dir
 
     # The retried trials hang again; a trial_timeout given through the objective is not
     # available, so stop this resume after the retries started and check what it enqueued.
-    result = optspec("resume", db, "--n-trials", str(len(before) + len(interrupted)), "-q",
+    result = run_cli("resume", db, "--n-trials", str(len(before) + len(interrupted)), "-q",
                      "--timeout", "3s", cwd=study_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
     after = load(db).trials
@@ -80,29 +73,29 @@ def test_an_interrupted_run_resumed_retries_the_interrupted_parameters(study_dir
 
 def test_resume_of_a_study_db_moved_with_its_spec(study_dir: Path, tmp_path_factory) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=4))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     # A fresh checkout elsewhere: the spec and objective travel with study.db.
     moved = tmp_path_factory.mktemp("checkout") / "project"
     shutil.copytree(study_dir, moved)
     shutil.rmtree(study_dir)
-    result = optspec("resume", moved / "out" / "study.db", "--n-trials", "8", "-q", cwd=moved)
+    result = run_cli("resume", moved / "out" / "study.db", "--n-trials", "8", "-q", cwd=moved)
     assert result.returncode == 0, result.stderr
     assert len(load(moved / "out" / "study.db").trials) == 8
 
 
 def test_spec_dir_overrides_where_the_objective_is_found(study_dir: Path, tmp_path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
     elsewhere = study_dir / "elsewhere"
     elsewhere.mkdir()
     (study_dir / "objectives.py").rename(elsewhere / "objectives.py")
 
-    failed = optspec("resume", db, "--n-trials", "5", "-q", cwd=study_dir)
+    failed = run_cli("resume", db, "--n-trials", "5", "-q", cwd=study_dir)
     assert failed.returncode == 2
     assert "objectives.py" in failed.stderr and "Traceback" not in failed.stderr
 
-    result = optspec("resume", db, "--n-trials", "5", "--spec-dir", elsewhere, "-q", cwd=study_dir)
+    result = run_cli("resume", db, "--n-trials", "5", "--spec-dir", elsewhere, "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     assert len(load(db).trials) == 5
 
@@ -113,7 +106,7 @@ def test_spec_dir_overrides_where_the_objective_is_found(study_dir: Path, tmp_pa
 def test_resume_refuses_files_that_are_not_studies(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "study.db"
     path.write_bytes(content)
-    result = optspec("resume", path, cwd=tmp_path)
+    result = run_cli("resume", path, cwd=tmp_path)
     assert result.returncode == 2
     assert str(path) in result.stderr or "study.db" in result.stderr
     assert "Traceback" not in result.stderr
@@ -121,7 +114,7 @@ def test_resume_refuses_files_that_are_not_studies(tmp_path: Path, content: byte
 
 
 def test_resume_of_a_missing_file(tmp_path: Path) -> None:
-    result = optspec("resume", tmp_path / "nope.db", cwd=tmp_path)
+    result = run_cli("resume", tmp_path / "nope.db", cwd=tmp_path)
     assert result.returncode == 2
     assert "nope.db" in result.stderr
 
@@ -129,7 +122,7 @@ def test_resume_of_a_missing_file(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_second_resume_of_the_same_file_is_refused(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("slow", n_trials=2))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
     first = subprocess.Popen(
         [sys.executable, "-m", "optspec", "resume", str(db), "--n-trials", "40", "-q"],
@@ -138,8 +131,8 @@ def test_a_second_resume_of_the_same_file_is_refused(study_dir: Path) -> None:
         text=True,
     )
     try:
-        _wait_for_workers(first, 1)
-        second = optspec("resume", db, "--n-trials", "50", "-q", cwd=study_dir)
+        wait_for_workers(first, 1)
+        second = run_cli("resume", db, "--n-trials", "50", "-q", cwd=study_dir)
         assert second.returncode == 2
         assert "being resumed" in second.stderr
     finally:
@@ -153,8 +146,8 @@ def test_checkpoints_survive_a_killed_controller_and_resume_retries(study_dir: P
     (study_dir / "study.toml").write_text(
         spec_text("slow", n_trials=200, extra='checkpoint = "1s"')
     )
-    process = _start(study_dir)
-    workers = _wait_for_workers(process, 2)
+    process = start_run(study_dir)
+    workers = wait_for_workers(process, 2)
     db = study_dir / "out" / "study.db"
     deadline = time.monotonic() + 30
     while not db.exists() and time.monotonic() < deadline:
@@ -170,7 +163,7 @@ def test_checkpoints_survive_a_killed_controller_and_resume_retries(study_dir: P
     saved = load(db).trials
     assert saved and any(t.state == TrialState.COMPLETE for t in saved)
 
-    result = optspec("resume", db, "--n-trials", str(len(saved) + 4), "-q", cwd=study_dir)
+    result = run_cli("resume", db, "--n-trials", str(len(saved) + 4), "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     trials = load(db).trials
     assert len(trials) == len(saved) + 4
@@ -179,9 +172,9 @@ def test_checkpoints_survive_a_killed_controller_and_resume_retries(study_dir: P
 
 def test_a_seeded_resume_does_not_repeat_the_parameters_it_has(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=5, workers=1))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
-    assert optspec("resume", db, "--n-trials", "10", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("resume", db, "--n-trials", "10", "-q", cwd=study_dir).returncode == 0
     xs = [trial.params["x"] for trial in load(db).trials]
     assert len(set(xs)) == 10
 
@@ -190,11 +183,11 @@ def test_a_seeded_resume_does_not_repeat_the_parameters_it_has(study_dir: Path) 
 def test_a_trial_stopped_by_trial_timeout_is_not_retried(study_dir: Path) -> None:
     spec = spec_text("hang", n_trials=4, workers=2, extra='trial_timeout = "1s"')
     (study_dir / "study.toml").write_text(spec)
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
     timed_out = [t for t in load(db).trials if t.state == TrialState.FAIL]
     assert timed_out
-    assert optspec("resume", db, "--n-trials", "6", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("resume", db, "--n-trials", "6", "-q", cwd=study_dir).returncode == 0
     trials = load(db).trials
     assert len(trials) == 6
     assert not [t for t in trials if "retry_of" in t.user_attrs]  # nothing was enqueued again
@@ -202,9 +195,9 @@ def test_a_trial_stopped_by_trial_timeout_is_not_retried(study_dir: Path) -> Non
 
 def test_resume_leaves_no_lock_file_behind(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     before = sorted(p.name for p in (study_dir / "out").iterdir())
-    result = optspec("resume", study_dir / "out" / "study.db", "-p", "no_such_plugin",
+    result = run_cli("resume", study_dir / "out" / "study.db", "-p", "no_such_plugin",
                      cwd=study_dir)  # fmt: skip
     assert result.returncode == 2
     assert sorted(p.name for p in (study_dir / "out").iterdir()) == before
@@ -226,12 +219,12 @@ def on_finish():
 @pytest.mark.slow
 def test_a_failed_dump_keeps_the_old_study_db_and_the_fallback_resumes(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
     old = db.read_bytes()
 
     (study_dir / "optspec_plugins.py").write_text(DISK_FILLS_UP)
-    failed = optspec("run", "study.toml", "-o", "out", "-q", "--overwrite", "--n-trials", "7",
+    failed = run_cli("run", "study.toml", "-o", "out", "-q", "--overwrite", "--n-trials", "7",
                      cwd=study_dir)  # fmt: skip
     (study_dir / "optspec_plugins.py").unlink()
 
@@ -239,7 +232,7 @@ def test_a_failed_dump_keeps_the_old_study_db_and_the_fallback_resumes(study_dir
     fallback = study_dir / "out" / "study.journal"
     assert str(fallback) in failed.stderr and "Traceback" not in failed.stderr
     assert db.read_bytes() == old  # the previous study.db is untouched
-    resumed = optspec("resume", fallback, "--n-trials", "9", "-q", cwd=study_dir)
+    resumed = run_cli("resume", fallback, "--n-trials", "9", "-q", cwd=study_dir)
     assert resumed.returncode == 0, resumed.stderr
     trials = load(db).trials  # the fallback's 7 trials, then 2 more, in study.db again
     assert [t.number for t in trials] == list(range(9))

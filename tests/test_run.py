@@ -5,98 +5,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.helpers import (
+    interrupt_running_run,
+    load,
+    run_cli,
+    spec_text,
+    start_run,
+    wait_for_workers,
+)
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
-
-OBJECTIVES = """
-import math, os, time
-
-def quadratic(params):
-    return (params["x"] - 2) ** 2
-
-def slow(params):
-    time.sleep(0.2)
-    return params["x"] ** 2
-
-def flaky(params):
-    x = params["x"]
-    if x < -5:
-        raise RuntimeError("x is too small")
-    if x < 0:
-        return float("nan")
-    if x < 5:
-        return [x, x]
-    return x
-
-def hang(params):
-    if params["x"] > 0:
-        time.sleep(60)
-    return params["x"]
-
-def always_fails(params):
-    raise ValueError("broken objective")
-
-def marked(params):
-    # Tells the test which process runs a trial right now, so it can kill one mid-trial.
-    marker = f"running-{os.getpid()}"
-    open(marker, "w").close()
-    time.sleep(0.5)
-    os.remove(marker)
-    return params["x"] ** 2
-"""
-
-
-def spec_text(callable_: str, *, n_trials: int = 20, workers: int = 2, extra: str = "") -> str:
-    return f"""
-version = 1
-[study]
-name = "s"
-seed = 7
-[objective]
-callable = "objectives.py:{callable_}"
-[params]
-x = {{ type = "float", low = -10, high = 10 }}
-[sampler]
-name = "random"
-[run]
-n_trials = {n_trials}
-workers = {workers}
-{extra}
-"""
-
-
-@pytest.fixture
-def study_dir(tmp_path: Path) -> Path:
-    (tmp_path / "objectives.py").write_text(OBJECTIVES)
-    return tmp_path
-
-
-def optspec(*args: object, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "optspec", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def load(study_db: Path) -> optuna.Study:
-    return optuna.load_study(study_name=None, storage=f"sqlite:///{study_db}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.toml")))
 def test_every_example_runs(example: str, tmp_path: Path) -> None:
-    result = optspec("run", EXAMPLES / example, "-o", tmp_path / "out", "-q", cwd=tmp_path)
+    result = run_cli("run", EXAMPLES / example, "-o", tmp_path / "out", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = load(tmp_path / "out" / "study.db")
     assert study.trials
@@ -108,7 +39,7 @@ def test_every_example_runs(example: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2, 4])
 def test_trial_count_is_exact(workers: int, study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=23, workers=workers))
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     trials = load(study_dir / "out" / "study.db").trials
     assert [trial.number for trial in trials] == list(range(23))
@@ -119,7 +50,7 @@ def test_one_worker_with_a_seed_is_reproducible(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=10, workers=1))
     runs = []
     for out in ("a", "b"):
-        result = optspec("run", "study.toml", "-o", out, "-q", cwd=study_dir)
+        result = run_cli("run", "study.toml", "-o", out, "-q", cwd=study_dir)
         assert result.returncode == 0, result.stderr
         runs.append([(t.params, t.values) for t in load(study_dir / out / "study.db").trials])
     assert runs[0] == runs[1]
@@ -127,7 +58,7 @@ def test_one_worker_with_a_seed_is_reproducible(study_dir: Path) -> None:
 
 def test_results_json_holds_the_best_trial(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=8))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     results = json.loads((study_dir / "out" / "results.json").read_text())
     study = load(study_dir / "out" / "study.db")
     assert results["best_trial"]["number"] == study.best_trial.number
@@ -137,7 +68,7 @@ def test_results_json_holds_the_best_trial(study_dir: Path) -> None:
 
 def test_failing_trials_keep_their_reasons_and_the_run_completes(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("flaky", n_trials=40))
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     trials = load(study_dir / "out" / "study.db").trials
     assert len(trials) == 40
@@ -152,7 +83,7 @@ def test_max_failed_stops_the_study_with_exit_1(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(
         spec_text("always_fails", n_trials=50, extra="max_failed = 3")
     )
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 1
     assert "max_failed" in result.stderr
     trials = load(study_dir / "out" / "study.db").trials
@@ -163,7 +94,7 @@ def test_max_failed_stops_the_study_with_exit_1(study_dir: Path) -> None:
 def test_timeout_ends_the_run_cleanly(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("slow", n_trials=500, extra='timeout = "2s"'))
     started = time.monotonic()
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - started < 30
     trials = load(study_dir / "out" / "study.db").trials
@@ -175,7 +106,7 @@ def test_timeout_ends_the_run_cleanly(study_dir: Path) -> None:
 def test_trial_timeout_fails_a_runaway_python_trial(study_dir: Path) -> None:
     spec = spec_text("hang", n_trials=6, workers=2, extra='trial_timeout = "1s"')
     (study_dir / "study.toml").write_text(spec)
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     trials = load(study_dir / "out" / "study.db").trials
     assert len(trials) == 6
@@ -187,63 +118,9 @@ def test_trial_timeout_fails_a_runaway_python_trial(study_dir: Path) -> None:
             assert trial.state == TrialState.COMPLETE
 
 
-def _start(study_dir: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "optspec", "run", "study.toml", "-o", "out", "-q", *args],
-        cwd=study_dir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _children(pid: int) -> list[tuple[int, bytes]]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append((int(entry.name), cmdline))
-    return children
-
-
-def _workers_of(pid: int) -> list[int]:
-    """Worker pids of the controller ``pid``: workers are forked by its forkserver child."""
-    servers = [child for child, cmdline in _children(pid) if b"forkserver" in cmdline]
-    return [worker for server in servers for worker, _ in _children(server)]
-
-
-def _wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        workers = _workers_of(process.pid)
-        if len(workers) >= count:
-            return workers
-        time.sleep(0.1)
-    raise AssertionError("workers did not start")
-
-
-def _interrupt_running_run(study_dir: Path, objective: str, n_trials: int, times: int) -> str:
-    """Start a run, let its workers get going, send SIGINT ``times`` times; its stderr."""
-    (study_dir / "study.toml").write_text(spec_text(objective, n_trials=n_trials))
-    process = _start(study_dir)
-    _wait_for_workers(process, 2)
-    time.sleep(2.0)
-    for _ in range(times):
-        process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    return stderr
-
-
 @pytest.mark.slow
 def test_sigint_keeps_finished_trials_and_exits_130(study_dir: Path) -> None:
-    _interrupt_running_run(study_dir, "slow", n_trials=200, times=1)
+    interrupt_running_run(study_dir, "slow", n_trials=200, times=1)
     trials = load(study_dir / "out" / "study.db").trials
     assert 0 < len(trials) < 200
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -252,7 +129,7 @@ def test_sigint_keeps_finished_trials_and_exits_130(study_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_a_second_sigint_stops_running_trials_as_failed(study_dir: Path) -> None:
-    _interrupt_running_run(study_dir, "hang", n_trials=50, times=2)
+    interrupt_running_run(study_dir, "hang", n_trials=50, times=2)
     trials = load(study_dir / "out" / "study.db").trials
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -262,8 +139,8 @@ def test_a_second_sigint_stops_running_trials_as_failed(study_dir: Path) -> None
 @pytest.mark.slow
 def test_a_killed_worker_fails_its_trial_and_the_run_completes(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("marked", n_trials=20))
-    process = _start(study_dir)
-    _wait_for_workers(process, 2)
+    process = start_run(study_dir)
+    wait_for_workers(process, 2)
     deadline = time.monotonic() + 30
     while not (running := list(study_dir.glob("running-*"))) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -294,7 +171,7 @@ opt = {{ type = "categorical", choices = {json.dumps([choice])} }}
 [run]
 n_trials = 1
 """)
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=tmp_path)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
     assert (tmp_path / "seen.txt").read_text() == choice
@@ -305,14 +182,14 @@ n_trials = 1
 
 def test_run_refuses_an_existing_study_db(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     before = (study_dir / "out" / "study.db").read_bytes()
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 2
     assert "optspec resume" in result.stderr and "--overwrite" in result.stderr
     assert "Traceback" not in result.stderr
     assert (study_dir / "out" / "study.db").read_bytes() == before
-    result = optspec("run", "study.toml", "-o", "out", "-q", "--overwrite", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", "--overwrite", cwd=study_dir)
     assert result.returncode == 0, result.stderr
 
 
@@ -320,7 +197,7 @@ def test_old_journal_directories_are_not_migrated(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
     (study_dir / "out").mkdir()
     (study_dir / "out" / "journal.log").write_text("{}\n")
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 2
     assert "not migrated" in result.stderr
     assert not (study_dir / "out" / "study.db").exists()
@@ -350,7 +227,7 @@ def test_spec_errors_found_by_plugins_write_nothing(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(
         spec_text("quadratic").replace('name = "random"', 'name = "random"\nseeed = 3')
     )
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 2
     assert "study.toml: sampler.seeed: not an option of random; did you mean 'seed'?" in (
         result.stderr
@@ -365,7 +242,7 @@ def _plugin(study_dir: Path, source: str) -> None:
 def test_a_plugin_raising_in_on_trial_start_stops_the_study(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=30))
     _plugin(study_dir, "@hookimpl\ndef on_trial_start(trial):\n    raise ValueError('bug')\n")
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 1
     assert "on_trial_start" in result.stderr and "Traceback" not in result.stderr
     trials = load(study_dir / "out" / "study.db").trials
@@ -376,7 +253,7 @@ def test_a_plugin_raising_in_on_trial_start_stops_the_study(study_dir: Path) -> 
 def test_a_plugin_raising_in_configure_is_one_line(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic"))
     _plugin(study_dir, "@hookimpl\ndef configure(config):\n    raise ValueError('bad config')\n")
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert result.returncode == 1
     assert "ValueError: bad config" in result.stderr and "Traceback" not in result.stderr
     assert not (study_dir / "out").exists()
@@ -393,7 +270,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_running(
     else:
         (study_dir / "out" / "study.db").mkdir(parents=True)
         output = "out"
-    result = optspec("run", "study.toml", "-o", output, "-q", "--overwrite", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", output, "-q", "--overwrite", cwd=study_dir)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "not a directory" in result.stderr or "is a directory" in result.stderr
@@ -409,7 +286,7 @@ def test_sigterm_while_on_finish_runs_still_writes_study_db(study_dir: Path) -> 
         "    pathlib.Path('finishing').touch()\n"
         "    time.sleep(2)\n",
     )
-    process = _start(study_dir)
+    process = start_run(study_dir)
     deadline = time.monotonic() + 60
     while not (study_dir / "finishing").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -422,14 +299,14 @@ def test_sigterm_while_on_finish_runs_still_writes_study_db(study_dir: Path) -> 
 def test_timeout_off_on_the_command_line_lifts_the_spec_timeout(study_dir: Path) -> None:
     # 16 trials of 0.2 s on 2 workers take longer than the spec's 1 s timeout allows.
     (study_dir / "study.toml").write_text(spec_text("slow", n_trials=16, extra='timeout = "1s"'))
-    result = optspec("run", "study.toml", "-o", "out", "-q", "--timeout", "off", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", "--timeout", "off", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     assert len(load(study_dir / "out" / "study.db").trials) == 16
 
 
 def test_results_json_holds_the_pareto_front_of_several_objectives(tmp_path: Path) -> None:
     example = EXAMPLES / "multi_objective.toml"
-    result = optspec("run", example, "-o", tmp_path / "out", "-q", "--n-trials", "15", cwd=tmp_path)
+    result = run_cli("run", example, "-o", tmp_path / "out", "-q", "--n-trials", "15", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     front = load(tmp_path / "out" / "study.db").best_trials
@@ -442,7 +319,7 @@ def test_results_json_holds_the_pareto_front_of_several_objectives(tmp_path: Pat
 
 def test_a_failure_reason_is_where_people_and_older_tools_look(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("always_fails", n_trials=2))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     for trial in load(study_dir / "out" / "study.db").trials:
         reason = trial.user_attrs["fail_reason"]
         assert "ValueError: broken objective" in reason

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_run import OBJECTIVES, load, optspec, spec_text
+from tests.helpers import OBJECTIVES, load, run_cli, spec_text
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_a_worker_joins_a_study_on_a_shared_storage(study_dir: Path, postgres_ur
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    joined = optspec("worker", "study.toml", "--storage", url, "--workers", "2", "-q",
+    joined = run_cli("worker", "study.toml", "--storage", url, "--workers", "2", "-q",
                      cwd=study_dir)  # fmt: skip
     _, stderr = controller.communicate(timeout=120)
     assert controller.returncode == 0, stderr
@@ -51,17 +51,17 @@ def test_a_worker_joins_a_study_on_a_shared_storage(study_dir: Path, postgres_ur
 
 def test_a_study_name_taken_on_the_storage_is_refused(study_dir: Path, postgres_url: str) -> None:
     url = postgres_url
-    first = optspec("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "2",
+    first = run_cli("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "2",
                     cwd=study_dir)  # fmt: skip
     assert first.returncode == 0, first.stderr
-    second = optspec("run", "study.toml", "-o", "b", "-q", "--storage", url, cwd=study_dir)
+    second = run_cli("run", "study.toml", "-o", "b", "-q", "--storage", url, cwd=study_dir)
     assert second.returncode == 2
     assert "optspec worker" in second.stderr and "Traceback" not in second.stderr
     assert not (study_dir / "b").exists()
 
 
 def test_a_storage_url_that_cannot_be_opened(study_dir: Path) -> None:
-    result = optspec("run", "study.toml", "-o", "out", "--storage", "nosuchdb://x", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "--storage", "nosuchdb://x", cwd=study_dir)
     assert result.returncode == 2
     assert "--storage nosuchdb://x" in result.stderr and "Traceback" not in result.stderr
     assert not (study_dir / "out").exists()
@@ -69,12 +69,12 @@ def test_a_storage_url_that_cannot_be_opened(study_dir: Path) -> None:
 
 def test_a_worker_with_an_edited_spec_is_refused(study_dir: Path, postgres_url: str) -> None:
     url = postgres_url
-    started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "1",
+    started = run_cli("run", "study.toml", "-o", "a", "-q", "--storage", url, "--n-trials", "1",
                       cwd=study_dir)  # fmt: skip
     assert started.returncode == 0, started.stderr
     spec = study_dir / "study.toml"
     spec.write_text(spec.read_text().replace("high = 10", "high = 20"))
-    joined = optspec("worker", "study.toml", "--storage", url, cwd=study_dir)
+    joined = run_cli("worker", "study.toml", "--storage", url, cwd=study_dir)
     assert joined.returncode == 2
     assert "differs from the spec" in joined.stderr and "Traceback" not in joined.stderr
     assert "at params.x.high;" in joined.stderr
@@ -83,12 +83,12 @@ def test_a_worker_with_an_edited_spec_is_refused(study_dir: Path, postgres_url: 
 def test_a_worker_with_the_same_spec_laid_out_differently_joins(
     study_dir: Path, postgres_url: str
 ) -> None:
-    started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", postgres_url,
+    started = run_cli("run", "study.toml", "-o", "a", "-q", "--storage", postgres_url,
                       "--n-trials", "1", cwd=study_dir)  # fmt: skip
     assert started.returncode == 0, started.stderr
     spec = study_dir / "study.toml"
     spec.write_text("# a comment changes nothing\n" + spec.read_text().replace(" = ", "="))
-    joined = optspec("worker", "study.toml", "--storage", postgres_url, cwd=study_dir)
+    joined = run_cli("worker", "study.toml", "--storage", postgres_url, cwd=study_dir)
     assert joined.returncode == 0, joined.stderr
 
 
@@ -99,12 +99,12 @@ def test_a_worker_loads_the_plugins_it_is_given_with_p(study_dir: Path, postgres
     spec = study_dir / "study.toml"
     constant = 'kind = "constant"\nvalue = 7.5'
     spec.write_text(spec.read_text().replace('callable = "objectives.py:slow"', constant))
-    started = optspec("run", "study.toml", "-o", "a", "-q", "--storage", postgres_url,
+    started = run_cli("run", "study.toml", "-o", "a", "-q", "--storage", postgres_url,
                       "--n-trials", "2", "-p", "constant_objective", cwd=study_dir)  # fmt: skip
     assert started.returncode == 0, started.stderr
 
-    without = optspec("worker", "study.toml", "--storage", postgres_url, cwd=study_dir)
+    without = run_cli("worker", "study.toml", "--storage", postgres_url, cwd=study_dir)
     assert without.returncode == 2 and "constant" in without.stderr
-    joined = optspec("worker", "study.toml", "--storage", postgres_url, "-p",
+    joined = run_cli("worker", "study.toml", "--storage", postgres_url, "-p",
                      "constant_objective", cwd=study_dir)  # fmt: skip
     assert joined.returncode == 0, joined.stderr

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_run import OBJECTIVES, load, optspec, spec_text
+from tests.helpers import OBJECTIVES, load, run_cli, spec_text
 
 
 def write_study(tmp_path: Path, n_trials: int = 12) -> None:
@@ -19,7 +19,7 @@ def write_study(tmp_path: Path, n_trials: int = 12) -> None:
 
 def test_off_a_terminal_progress_is_plain_lines_and_a_summary(tmp_path: Path) -> None:
     write_study(tmp_path)
-    result = optspec("run", "study.toml", "-o", "out", cwd=tmp_path)
+    result = run_cli("run", "study.toml", "-o", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "optspec: 12/12 trials" in result.stderr
     assert "\r" not in result.stderr  # no redrawing in a log file
@@ -30,7 +30,7 @@ def test_off_a_terminal_progress_is_plain_lines_and_a_summary(tmp_path: Path) ->
 
 def test_quiet_prints_nothing_but_writes_everything(tmp_path: Path) -> None:
     write_study(tmp_path)
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=tmp_path)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout == "" and result.stderr == ""
     assert json.loads((tmp_path / "out" / "results.json").read_text())["n_trials"] == 12
