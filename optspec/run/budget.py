@@ -70,7 +70,7 @@ class Budget:
         self,
         study: optuna.Study,
         n_trials: int,
-        context: multiprocessing.context.BaseContext,
+        context: multiprocessing.context.ForkServerContext,
         *,
         tickets: bool,
     ) -> None:

@@ -90,14 +90,14 @@ def finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outc
             # The sqlite plugin blocked (-p no:sqlite) and nothing else saves the study.
             print(f"optspec: no plugin wrote {config.study_db}", file=sys.stderr)
         return outcome
-    plugin, exc = errors[0]
-    if isinstance(exc, OptspecError):
-        return attrs.evolve(outcome, status="failed", message=str(exc))
+    plugin, error = errors[0]
+    if isinstance(error, OptspecError):
+        return attrs.evolve(outcome, status="failed", message=str(error))
     where = f"plugin {plugin!r} " if plugin else ""
     return attrs.evolve(
         outcome,
         status="failed",
-        message=f"{where}raised in on_finish: {type(exc).__name__}: {exc}",
+        message=f"{where}raised in on_finish: {type(error).__name__}: {error}",
     )
 
 

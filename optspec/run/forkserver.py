@@ -20,7 +20,7 @@ PRELOAD = [
 ]
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
+def worker_context() -> multiprocessing.context.ForkServerContext:
     """Where workers come from: a forkserver that has imported optuna and optspec already.
 
     Never plain ``fork``: a forked JournalStorage keeps its parent's worker id. The forkserver

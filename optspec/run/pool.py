@@ -48,7 +48,7 @@ class Pool:
 
     def __init__(
         self,
-        context: multiprocessing.context.BaseContext,
+        context: multiprocessing.context.ForkServerContext,
         size: int,
         setup: Callable[[int, int], WorkerSetup],
     ) -> None:

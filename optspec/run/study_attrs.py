@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -72,7 +72,7 @@ def record_spec(study: optuna.Study, spec: Spec, output: Path) -> None:
     storage = study_storage(study)
     study_id = storage.get_study_id_from_name(study.study_name)
     directory = spec.directory.absolute()
-    values = {
+    values: dict[str, Any] = {
         SPEC_ATTR: spec.text,
         SPEC_SHA256_ATTR: spec_sha256(spec),
         VERSION_ATTR: __version__,
