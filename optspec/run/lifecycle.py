@@ -207,7 +207,7 @@ def run_study(
         study = optuna.create_study(
             storage=study_storage,
             study_name=spec.study.name,
-            directions=spec.study.directions,
+            directions=spec.study.directions,  # type: ignore[arg-type]  # the spec checked them
             sampler=components.sampler,
             pruner=components.pruner,
         )
@@ -282,8 +282,9 @@ def resume_study(
         from optspec.storage.studydb import load_from_sqlite
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        backend, loaded = load_from_sqlite(path, backend=_new_journal())
-        with backend:
+        backend = _new_journal()
+        with backend:  # freed on any failure from here on, a bad file included
+            _, loaded = load_from_sqlite(path, backend=backend)
             stored = optuna_compat.study_storage(loaded).get_study_system_attrs(
                 optuna_compat.study_id(loaded)
             )
