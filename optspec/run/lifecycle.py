@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     import optuna
 
     from optspec.plugins.manager import PluginManager
+
+
+def _optional_tuple(value: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
 
 
 @frozen(kw_only=True)
@@ -92,9 +96,7 @@ class RunOptions:
     spec_dir: str | os.PathLike[str] | None = None
     spec_file: str | os.PathLike[str] | None = None
     stored_spec: bool = False
-    devices: tuple[str, ...] | None = field(
-        default=None, converter=lambda value: None if value is None else tuple(value)
-    )
+    devices: tuple[str, ...] | None = field(default=None, converter=_optional_tuple)
 
     def with_budget(self, spec: Spec) -> Spec:
         """``spec`` with ``--devices``, ``--n-trials``, ``--timeout`` and ``--workers`` applied."""
@@ -327,7 +329,7 @@ def _set_optuna_verbosity(config: Config) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if config.verbose else optuna.logging.WARNING)
 
 
-def _new_journal() -> Any:
+def _new_journal() -> Any:  # the kind select.py picks for this platform
     from optspec.storage.select import SharedMemoryJournalBackend
 
     try:
