@@ -135,3 +135,15 @@ def test_builtin_plugins_import_only_the_public_api(module: str) -> None:
         f"{module} is a plugin like any other: it may import `optspec` only "
         "(export what it needs from optspec/__init__.py)"
     )
+
+
+def test_test_modules_share_helpers_through_tests_helpers_not_each_other() -> None:
+    tests = Path(__file__).parent
+    offenders = []
+    for path in sorted(tests.glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            module = getattr(node, "module", None) or ""
+            if module.startswith("tests.test_") and module != f"tests.{path.stem}":
+                offenders.append(f"{path.name} imports {module}")
+    assert offenders == [], "move shared helpers to tests/helpers.py or tests/conftest.py"

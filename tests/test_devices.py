@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_run import load, optspec
+from tests.helpers import load, run_cli
 
 # Appends what one trial saw to trials.log, one JSON line per trial. The trial whose number is
 # in kill_at SIGKILLs its own worker (the command's parent), once: the worker dies mid-trial.
@@ -164,7 +164,7 @@ def test_workers_joining_from_another_machine_take_their_own_devices(study_dir: 
         text=True,
         env=without_device_env(),
     )  # fmt: skip
-    joined = optspec("worker", "study.toml", "--storage", url, "--devices", "3,4", "-q",
+    joined = run_cli("worker", "study.toml", "--storage", url, "--devices", "3,4", "-q",
                      cwd=study_dir)  # fmt: skip
     _, stderr = controller.communicate(timeout=120)
     assert controller.returncode == 0, stderr
@@ -177,7 +177,7 @@ def test_workers_joining_from_another_machine_take_their_own_devices(study_dir: 
 
 def test_devices_option_of_optspec_worker_is_checked(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text('devices = ["7"]'))
-    result = optspec(
+    result = run_cli(
         "worker", "study.toml", "--storage", "sqlite:///x.db", "--devices", "0, ,1", cwd=study_dir
     )
     assert result.returncode == 2
@@ -188,7 +188,7 @@ def test_the_training_example_trains_per_device_prunes_and_keeps_the_best_checkp
     tmp_path: Path,
 ) -> None:
     example = Path(__file__).parent.parent / "examples" / "training.toml"
-    result = optspec("run", example, "-o", tmp_path / "out", "-q", cwd=tmp_path)
+    result = run_cli("run", example, "-o", tmp_path / "out", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = load(tmp_path / "out" / "study.db")
     states = [t.state for t in study.trials]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.test_run import load, optspec
+from tests.helpers import load, run_cli
 
 OBJECTIVES = """
 import json, os
@@ -70,7 +70,7 @@ def study_dir(tmp_path: Path) -> Path:
 
 def run(study_dir: Path, text: str, out: str = "out") -> Path:
     (study_dir / "study.toml").write_text(text)
-    result = optspec("run", "study.toml", "-o", out, "-q", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", out, "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     return study_dir / out
 
@@ -91,7 +91,7 @@ def test_best_keeps_exactly_the_best_trials_directory(study_dir: Path) -> None:
     assert checkpoint == {"x": best.params["x"], "y": best.params["y"]}
     # show and results.json name the directory.
     directory = str((out / "trials" / str(best.number)).absolute())
-    shown = optspec("show", out / "study.db", cwd=study_dir)
+    shown = run_cli("show", out / "study.db", cwd=study_dir)
     assert f"trial directory: {directory}" in shown.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["best_trial"]["trial_dir"] == directory
@@ -100,7 +100,7 @@ def test_best_keeps_exactly_the_best_trials_directory(study_dir: Path) -> None:
 def test_none_keeps_no_directory(study_dir: Path) -> None:
     out = run(study_dir, spec_text("objective", "none"))
     assert not (out / "trials").exists()
-    assert "trial directory" not in optspec("show", out / "study.db", cwd=study_dir).stdout
+    assert "trial directory" not in run_cli("show", out / "study.db", cwd=study_dir).stdout
 
 
 @pytest.mark.slow
@@ -164,7 +164,7 @@ n_trials = 8
 def test_a_name_the_callable_cannot_be_given_is_a_spec_error(study_dir: Path) -> None:
     (study_dir / "objectives.py").write_text("def objective(x, lr):\n    return x\n")
     (study_dir / "study.toml").write_text(spec_text("objective", None))
-    result = optspec("run", "study.toml", "-o", "out", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", cwd=study_dir)
     assert result.returncode == 2
     assert "objective.callable: objective() needs 'lr'" in result.stderr
     assert "declared parameter (x, y)" in result.stderr
