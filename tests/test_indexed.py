@@ -28,7 +28,7 @@ from optspec.storage.optuna_compat import journal_backend, replay_snapshot, stud
 from optspec.storage.replay import LogReplay, frozen_trial
 from optspec.storage.select import SharedMemoryJournalBackend
 from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
-from tests.test_sqlite import ListBackend, assert_same_trials, study_in_journal
+from tests.studies import ListBackend, assert_same_trials, study_in_journal
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 spawn = multiprocessing.get_context("spawn")

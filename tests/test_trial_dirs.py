@@ -174,7 +174,7 @@ def test_a_name_the_callable_cannot_be_given_is_a_spec_error(study_dir: Path) ->
 @pytest.mark.slow
 def test_a_resumed_study_keeps_the_best_of_all_its_trials(study_dir: Path) -> None:
     out = run(study_dir, spec_text("objective", "best", n_trials=6))
-    result = optspec("resume", out / "study.db", "--n-trials", "14", "-q", cwd=study_dir)
+    result = run_cli("resume", out / "study.db", "--n-trials", "14", "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     study = load(out / "study.db")
     assert len(study.trials) == 14
