@@ -52,6 +52,22 @@ def marked(params):
 """
 
 
+# A plugin module registering an objective kind "constant" that returns [objective] value.
+CONSTANT_OBJECTIVE = """\
+from optspec import hookimpl
+
+
+def constant(table):
+    value = float(table["value"])
+    return lambda trial, params: value
+
+
+@hookimpl
+def register_objectives():
+    return {"constant": constant}
+"""
+
+
 def spec_text(callable_: str, *, n_trials: int = 20, workers: int = 2, extra: str = "") -> str:
     return f"""
 version = 1

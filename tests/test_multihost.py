@@ -21,7 +21,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optspec.storage.remote import open_storage
-from tests.test_run import load
+from tests.helpers import load
 
 OBJECTIVES = """
 import os, time

@@ -17,6 +17,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from tests.helpers import CONSTANT_OBJECTIVE
+
 SPEC = """\
 version = 1
 [study]
@@ -45,20 +47,6 @@ def pinned(x=1.25):
 @hookimpl
 def register_samplers():
     return {"pinned": pinned}
-"""
-
-CONSTANT_OBJECTIVE = """\
-from optspec import hookimpl
-
-
-def constant(table):
-    value = float(table["value"])
-    return lambda trial, params: value
-
-
-@hookimpl
-def register_objectives():
-    return {"constant": constant}
 """
 
 

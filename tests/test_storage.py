@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import OBJECTIVES, load, run_cli, spec_text
+from tests.helpers import CONSTANT_OBJECTIVE, OBJECTIVES, load, run_cli, spec_text
 
 
 @pytest.fixture
@@ -93,8 +93,6 @@ def test_a_worker_with_the_same_spec_laid_out_differently_joins(
 
 
 def test_a_worker_loads_the_plugins_it_is_given_with_p(study_dir: Path, postgres_url: str) -> None:
-    from tests.test_plugins import CONSTANT_OBJECTIVE
-
     (study_dir / "constant_objective.py").write_text(CONSTANT_OBJECTIVE)
     spec = study_dir / "study.toml"
     constant = 'kind = "constant"\nvalue = 7.5'
