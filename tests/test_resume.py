@@ -279,13 +279,13 @@ def _stored_spec(db: Path) -> str:
 def test_resume_runs_the_checked_in_spec_not_one_a_study_db_brings(study_dir: Path) -> None:
     spec = spec_text("quadratic", n_trials=3)
     (study_dir / "study.toml").write_text(spec)
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
     marker = study_dir / "MARKER"
     altered = _alter_stored_spec(db, marker)
     before = db.read_bytes()
 
-    refused = optspec("resume", db, "--n-trials", "5", "-q", cwd=study_dir)
+    refused = run_cli("resume", db, "--n-trials", "5", "-q", cwd=study_dir)
     assert refused.returncode == 2
     message = refused.stderr
     assert str(study_dir / "study.toml") in message
@@ -294,7 +294,7 @@ def test_resume_runs_the_checked_in_spec_not_one_a_study_db_brings(study_dir: Pa
     assert not marker.exists()
     assert db.read_bytes() == before
 
-    trusted = optspec("resume", db, "--spec", "study.toml", "--n-trials", "5", "-q", cwd=study_dir)
+    trusted = run_cli("resume", db, "--spec", "study.toml", "--n-trials", "5", "-q", cwd=study_dir)
     assert trusted.returncode == 0, trusted.stderr
     assert not marker.exists()
     study = load(db)
@@ -303,13 +303,13 @@ def test_resume_runs_the_checked_in_spec_not_one_a_study_db_brings(study_dir: Pa
     assert _stored_spec(db) == spec  # the spec it ran is the one recorded now
 
     # From now on stored and checked-in agree: a plain resume runs.
-    again = optspec("resume", db, "--n-trials", "6", "-q", cwd=study_dir)
+    again = run_cli("resume", db, "--n-trials", "6", "-q", cwd=study_dir)
     assert again.returncode == 0, again.stderr
     assert not marker.exists()
 
     # --stored-spec is the explicit choice of study.db's own spec.
     _alter_stored_spec(db, marker)
-    stored = optspec("resume", db, "--stored-spec", "--n-trials", "7", "-q", cwd=study_dir)
+    stored = run_cli("resume", db, "--stored-spec", "--n-trials", "7", "-q", cwd=study_dir)
     assert stored.returncode == 0, stored.stderr
     assert marker.exists()
     assert _stored_spec(db) == altered
@@ -317,7 +317,7 @@ def test_resume_runs_the_checked_in_spec_not_one_a_study_db_brings(study_dir: Pa
 
 def test_resume_spec_must_match_the_study_name_and_directions(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
-    assert optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
     db = study_dir / "out" / "study.db"
     before = db.read_bytes()
     (study_dir / "renamed.toml").write_text(
@@ -329,10 +329,10 @@ def test_resume_spec_must_match_the_study_name_and_directions(study_dir: Path) -
         )
     )
     for file, fragment in (("renamed.toml", "named 'other'"), ("maximize.toml", "directions")):
-        result = optspec("resume", db, "--spec", file, "-q", cwd=study_dir)
+        result = run_cli("resume", db, "--spec", file, "-q", cwd=study_dir)
         assert result.returncode == 2, result.stderr
         assert f"--spec {file}" in result.stderr and fragment in result.stderr
         assert "Traceback" not in result.stderr
     assert db.read_bytes() == before
-    both = optspec("resume", db, "--spec", "study.toml", "--stored-spec", cwd=study_dir)
+    both = run_cli("resume", db, "--spec", "study.toml", "--stored-spec", cwd=study_dir)
     assert both.returncode == 2 and "not allowed with" in both.stderr

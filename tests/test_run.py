@@ -202,7 +202,7 @@ def test_old_journal_directories_are_not_migrated(study_dir: Path) -> None:
     assert "not migrated" in result.stderr
     assert not (study_dir / "out" / "study.db").exists()
     for target in ("out/study.db", "out", "out/journal.log"):
-        result = optspec("resume", target, "-q", cwd=study_dir)
+        result = run_cli("resume", target, "-q", cwd=study_dir)
         assert result.returncode == 2, target
         assert "journal.log from an older optspec" in result.stderr, target
         assert "not migrated" in result.stderr, target
@@ -212,13 +212,13 @@ def test_old_journal_directories_are_not_migrated(study_dir: Path) -> None:
 
 def test_verbose_shows_optuna_info_lines(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3, workers=1))
-    quiet = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
+    quiet = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
     assert quiet.returncode == 0, quiet.stderr
     assert "Trial 0 finished" not in quiet.stderr
-    verbose = optspec("run", "study.toml", "-o", "out2", "-v", cwd=study_dir)
+    verbose = run_cli("run", "study.toml", "-o", "out2", "-v", cwd=study_dir)
     assert verbose.returncode == 0, verbose.stderr
     assert "Trial 2 finished with value" in verbose.stderr
-    resumed = optspec("resume", "out2/study.db", "--n-trials", "4", "-v", cwd=study_dir)
+    resumed = run_cli("resume", "out2/study.db", "--n-trials", "4", "-v", cwd=study_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert "Trial 3 finished with value" in resumed.stderr
 
