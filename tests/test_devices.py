@@ -89,6 +89,7 @@ def study_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_each_worker_keeps_its_device_and_a_replacement_takes_it_over(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text('devices = ["7", "9"]', n_trials=10))
     (study_dir / "kill_at").write_text("3")

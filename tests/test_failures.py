@@ -55,6 +55,7 @@ def optspec(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_study_where_every_trial_failed_says_why(tmp_path: Path) -> None:
     # trial.report in a multi-objective study: Optuna refuses it in every trial.
     (tmp_path / "objectives.py").write_text(OBJECTIVES)

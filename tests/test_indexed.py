@@ -138,6 +138,7 @@ def _ask_until_empty(
     results.put(numbers)
 
 
+@pytest.mark.slow
 def test_enqueued_trials_are_run_once_across_processes() -> None:
     count = 300
     with SharedMemoryJournalBackend() as backend:

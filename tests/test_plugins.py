@@ -320,6 +320,7 @@ def register_samplers():
 """
 
 
+@pytest.mark.slow
 def test_a_p_plugin_overrides_what_an_entry_point_registered(project):
     site = project / "site"
     make_distribution(site, "pinned-dist", "pinned", "pinned_ep", PINNED_SAMPLER)

@@ -26,6 +26,7 @@ def snapshot(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
     return [(t.number, t.state, t.params, t.values, t.user_attrs) for t in trials]
 
 
+@pytest.mark.slow
 def test_resume_grows_the_study_to_the_new_total(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=30))
     assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
@@ -41,6 +42,7 @@ def test_resume_grows_the_study_to_the_new_total(study_dir: Path) -> None:
     assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
+@pytest.mark.slow
 def test_resume_without_new_total_completes_the_spec_budget(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=12))
     assert (
@@ -71,6 +73,7 @@ def test_an_interrupted_run_resumed_retries_the_interrupted_parameters(study_dir
     assert [t.params for t in retried] == [t.params for t in interrupted]
 
 
+@pytest.mark.slow
 def test_resume_of_a_study_db_moved_with_its_spec(study_dir: Path, tmp_path_factory) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=4))
     assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
@@ -83,6 +86,7 @@ def test_resume_of_a_study_db_moved_with_its_spec(study_dir: Path, tmp_path_fact
     assert len(load(moved / "out" / "study.db").trials) == 8
 
 
+@pytest.mark.slow
 def test_spec_dir_overrides_where_the_objective_is_found(study_dir: Path, tmp_path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
     assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
@@ -170,6 +174,7 @@ def test_checkpoints_survive_a_killed_controller_and_resume_retries(study_dir: P
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
+@pytest.mark.slow
 def test_a_seeded_resume_does_not_repeat_the_parameters_it_has(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=5, workers=1))
     assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
@@ -193,6 +198,7 @@ def test_a_trial_stopped_by_trial_timeout_is_not_retried(study_dir: Path) -> Non
     assert not [t for t in trials if "retry_of" in t.user_attrs]  # nothing was enqueued again
 
 
+@pytest.mark.slow
 def test_resume_leaves_no_lock_file_behind(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
     assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
@@ -315,6 +321,7 @@ def test_resume_runs_the_checked_in_spec_not_one_a_study_db_brings(study_dir: Pa
     assert _stored_spec(db) == altered
 
 
+@pytest.mark.slow
 def test_resume_spec_must_match_the_study_name_and_directions(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
     assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0

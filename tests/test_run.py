@@ -91,6 +91,7 @@ def test_max_failed_stops_the_study_with_exit_1(study_dir: Path) -> None:
     assert all(t.state == TrialState.FAIL for t in trials)
 
 
+@pytest.mark.slow
 def test_timeout_ends_the_run_cleanly(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("slow", n_trials=500, extra='timeout = "2s"'))
     started = time.monotonic()
@@ -180,6 +181,7 @@ n_trials = 1
     assert trial.user_attrs["argv"] == [choice, str(tmp_path / "seen.txt")]
 
 
+@pytest.mark.slow
 def test_run_refuses_an_existing_study_db(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3))
     assert run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir).returncode == 0
@@ -210,6 +212,7 @@ def test_old_journal_directories_are_not_migrated(study_dir: Path) -> None:
     assert sorted(path.name for path in (study_dir / "out").iterdir()) == ["journal.log"]
 
 
+@pytest.mark.slow
 def test_verbose_shows_optuna_info_lines(study_dir: Path) -> None:
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=3, workers=1))
     quiet = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir)
