@@ -339,7 +339,7 @@ def _workers(text: str) -> int | str:
 
 
 def _devices(text: str) -> list[str]:
-    from optspec.spec.load import parse_device_list
+    from optspec.spec.devices import parse_device_list
 
     try:
         return parse_device_list(text)
@@ -349,7 +349,7 @@ def _devices(text: str) -> list[str]:
 
 def _duration(text: str) -> float:
     """Seconds; ``--timeout off`` is infinity, so that it can lift a timeout the spec sets."""
-    from optspec.spec.load import parse_duration
+    from optspec.spec.durations import parse_duration
 
     try:
         seconds = parse_duration(text)
@@ -364,7 +364,8 @@ def _duration(text: str) -> float:
 def _validate(args: argparse.Namespace) -> ExitCode:
     from optspec.errors import SpecError
     from optspec.run.setup import check_spec
-    from optspec.spec.load import load_spec, spec_to_toml
+    from optspec.spec.dump import spec_to_toml
+    from optspec.spec.load import load_spec
 
     status = ExitCode.OK
     for path in args.specs:

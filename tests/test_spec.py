@@ -3,7 +3,6 @@ Schema, and docs/spec.md staying in step with the converter."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -13,19 +12,14 @@ from typing import Any
 import attrs
 import pytest
 import tomli_w
-import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from optspec.errors import SpecError
-from optspec.spec import load as specload
-from optspec.spec.load import (
-    convert_spec_text,
-    load_spec,
-    parse_duration,
-    parse_spec,
-    spec_to_toml,
-)
+from optspec.spec.dump import spec_to_toml
+from optspec.spec.durations import parse_duration
+from optspec.spec.load import TOP_KEYS, convert_spec_text, load_spec, parse_spec
 from optspec.spec.model import (
     CategoricalParam,
     Constraint,
@@ -38,6 +32,13 @@ from optspec.spec.model import (
     StudySection,
 )
 from optspec.spec.schema import spec_json_schema
+from optspec.spec.tables.constraints import CONSTRAINT_KEYS
+from optspec.spec.tables.objective import OBJECTIVE_KEYS
+from optspec.spec.tables.params import CATEGORICAL_KEYS, FLOAT_KEYS, INT_KEYS
+from optspec.spec.tables.plugins import PLUGINS_KEYS
+from optspec.spec.tables.run import RUN_KEYS
+from optspec.spec.tables.study import STUDY_KEYS
+from optspec.util import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -413,107 +414,12 @@ def test_parse_duration_rejects(value):
 
 # -- JSON Schema -----------------------------------------------------------------------------------
 
-KEYWORDS = {
-    "$schema",
-    "title",
-    "description",
-    "$defs",
-    "$ref",
-    "type",
-    "const",
-    "enum",
-    "properties",
-    "additionalProperties",
-    "required",
-    "items",
-    "minItems",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "minLength",
-    "pattern",
-    "anyOf",
-    "oneOf",
-    "not",
-    "if",
-    "then",
-    "else",
-}
-TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-}
-
-
-def schema_errors(schema: Any, value: Any, root: dict, path: str = "$") -> list[str]:
-    """A small validator for the keywords in KEYWORDS (jsonschema is not a dependency)."""
-    if schema is True or schema == {}:
-        return []
-    if schema is False:
-        return [f"{path}: not allowed"]
-    unknown = set(schema) - KEYWORDS
-    assert not unknown, f"the test validator does not know {unknown}"
-    if "$ref" in schema:
-        target = root
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        return schema_errors(target, value, root, path)
-    errors: list[str] = []
-
-    def sub(s: Any, v: Any, p: str = path) -> list[str]:
-        return schema_errors(s, v, root, p)
-
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(TYPES[t](value) for t in types):
-            return [f"{path}: not {types}"]
-    if "const" in schema and not (
-        value == schema["const"] and type(value) is type(schema["const"])
-    ):
-        errors.append(f"{path}: not {schema['const']!r}")
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: not one of {schema['enum']}")
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        for key in schema.get("required", []):
-            if key not in value:
-                errors.append(f"{path}.{key}: required")
-        for key, item in value.items():
-            if key in properties:
-                errors += sub(properties[key], item, f"{path}.{key}")
-            elif "additionalProperties" in schema:
-                errors += sub(schema["additionalProperties"], item, f"{path}.{key}")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{path}: too few items")
-        for index, item in enumerate(value):
-            errors += sub(schema.get("items", {}), item, f"{path}[{index}]")
-    if TYPES["number"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{path}: below minimum")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{path}: above maximum")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            errors.append(f"{path}: not above {schema['exclusiveMinimum']}")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{path}: too short")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{path}: does not match {schema['pattern']}")
-    if "anyOf" in schema and all(sub(s, value) for s in schema["anyOf"]):
-        errors.append(f"{path}: matches none of anyOf")
-    if "oneOf" in schema and sum(not sub(s, value) for s in schema["oneOf"]) != 1:
-        errors.append(f"{path}: does not match exactly one of oneOf")
-    if "not" in schema and not sub(schema["not"], value):
-        errors.append(f"{path}: matches a forbidden schema")
-    if "if" in schema:
-        branch = "then" if not sub(schema["if"], value) else "else"
-        errors += sub(schema.get(branch, {}), value)
-    return errors
+def schema_errors(schema: dict, value: Any) -> list[str]:
+    """What jsonschema finds wrong with ``value``, one line per error."""
+    return [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in Draft202012Validator(schema).iter_errors(value)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -529,18 +435,22 @@ def test_schema_command_prints_the_schema(optspec_cli):
     assert json.loads(result.stdout) == spec_json_schema()
 
 
+def test_schema_is_a_valid_draft_2020_12_schema(schema):
+    Draft202012Validator.check_schema(schema)
+
+
 def test_schema_tables_hold_exactly_the_converter_keys(schema):
     props = schema["properties"]
-    assert list(props) == list(specload.TOP_KEYS)
-    assert list(props["study"]["properties"]) == list(specload.STUDY_KEYS)
-    assert list(props["objective"]["properties"]) == list(specload.OBJECTIVE_KEYS)
-    assert list(props["run"]["properties"]) == list(specload.RUN_KEYS)
-    assert list(props["plugins"]["properties"]) == list(specload.PLUGINS_KEYS)
-    assert list(props["constraints"]["items"]["properties"]) == list(specload.CONSTRAINT_KEYS)
+    assert list(props) == list(TOP_KEYS)
+    assert list(props["study"]["properties"]) == list(STUDY_KEYS)
+    assert list(props["objective"]["properties"]) == list(OBJECTIVE_KEYS)
+    assert list(props["run"]["properties"]) == list(RUN_KEYS)
+    assert list(props["plugins"]["properties"]) == list(PLUGINS_KEYS)
+    assert list(props["constraints"]["items"]["properties"]) == list(CONSTRAINT_KEYS)
     defs = schema["$defs"]
-    assert list(defs["float_param"]["properties"]) == list(specload.FLOAT_KEYS)
-    assert list(defs["int_param"]["properties"]) == list(specload.INT_KEYS)
-    assert list(defs["categorical_param"]["properties"]) == list(specload.CATEGORICAL_KEYS)
+    assert list(defs["float_param"]["properties"]) == list(FLOAT_KEYS)
+    assert list(defs["int_param"]["properties"]) == list(INT_KEYS)
+    assert list(defs["categorical_param"]["properties"]) == list(CATEGORICAL_KEYS)
 
 
 VALID_TEXTS = {path.stem: path.read_text(encoding="utf-8") for path in EXAMPLE_SPECS}
@@ -549,7 +459,7 @@ VALID_TEXTS |= {f"rich-{name}": text for name, text in RICH_SPECS.items()}
 
 @pytest.mark.parametrize("name", VALID_TEXTS)
 def test_valid_specs_match_the_schema(schema, name):
-    assert schema_errors(schema, tomllib.loads(VALID_TEXTS[name]), schema) == []
+    assert schema_errors(schema, tomllib.loads(VALID_TEXTS[name])) == []
 
 
 SCHEMA_INVALID = {
@@ -580,16 +490,16 @@ def test_invalid_specs_do_not_match_the_schema(schema, case):
     extra = SCHEMA_INVALID[case] or ""
     text = f"{extra}\n{objective}" if not extra.startswith("[") else f"{objective}{extra}\n"
     data = tomllib.loads(text)
-    assert schema_errors(schema, data, schema) != []
+    assert schema_errors(schema, data) != []
     with pytest.raises(SpecError):  # the converter agrees
         convert_spec_text(text, REPO / "s.toml")
 
 
 def test_plugin_objective_kinds_are_left_to_the_plugin(schema):
     data = tomllib.loads(RICH_SPECS["plugin-kind"])
-    assert schema_errors(schema, data, schema) == []
+    assert schema_errors(schema, data) == []
     data["objective"] = {"kind": "python", "endpoint": "x", "callable": "m:f"}
-    assert schema_errors(schema, data, schema) != []
+    assert schema_errors(schema, data) != []
 
 
 @pytest.mark.parametrize(
@@ -601,7 +511,7 @@ def test_schema_duration_pattern_agrees_with_parse_duration(schema, value):
         accepted = True
     except ValueError:
         accepted = False
-    assert (schema_errors(schema["$defs"]["duration"], value, schema) == []) == accepted
+    assert (schema_errors(schema["$defs"]["duration"], value) == []) == accepted
 
 
 # -- docs/spec.md --------------------------------------------------------------------------------
@@ -609,16 +519,16 @@ def test_schema_duration_pattern_agrees_with_parse_duration(schema, value):
 DOC = REPO / "docs" / "spec.md"
 # heading in docs/spec.md -> (the converter's keys, the attrs model holding their defaults)
 DOC_TABLES = {
-    "Top level": (specload.TOP_KEYS, Spec),
-    "`[study]`": (specload.STUDY_KEYS, StudySection),
+    "Top level": (TOP_KEYS, Spec),
+    "`[study]`": (STUDY_KEYS, StudySection),
     "`[[study.objectives]]`": (("metric", "direction"), None),
-    "`[objective]`": (specload.OBJECTIVE_KEYS, None),
-    "float parameters": (specload.FLOAT_KEYS, FloatParam),
-    "int parameters": (specload.INT_KEYS, IntParam),
-    "categorical parameters": (specload.CATEGORICAL_KEYS, CategoricalParam),
-    "`[[constraints]]`": (specload.CONSTRAINT_KEYS, Constraint),
-    "`[run]`": (specload.RUN_KEYS, RunSection),
-    "`[plugins]` and `[plugin.NAME]`": (specload.PLUGINS_KEYS, PluginsSection),
+    "`[objective]`": (OBJECTIVE_KEYS, None),
+    "float parameters": (FLOAT_KEYS, FloatParam),
+    "int parameters": (INT_KEYS, IntParam),
+    "categorical parameters": (CATEGORICAL_KEYS, CategoricalParam),
+    "`[[constraints]]`": (CONSTRAINT_KEYS, Constraint),
+    "`[run]`": (RUN_KEYS, RunSection),
+    "`[plugins]` and `[plugin.NAME]`": (PLUGINS_KEYS, PluginsSection),
 }
 
 

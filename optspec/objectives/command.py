@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from optspec.errors import SpecError
 from optspec.objectives.results import TrialFailed
 from optspec.objectives.trial_dirs import RESULTS_FILE, STDERR_FILE, STDOUT_FILE, TrialDirs
+from optspec.util import is_int, is_number
 
 if TYPE_CHECKING:
     import optuna
@@ -48,15 +49,11 @@ STDOUT_TAIL_BYTES = 1 << 20
 
 
 def command_objective(table: dict[str, Any], spec: Spec, config: Config | None = None) -> Objective:
-    """Check the argv, cwd and executable of a command objective; return its per-trial runner."""
-    argv = table.get("command")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise SpecError(
-            'objective.command: must be an argv array like ["python", "train.py", "--lr", "{lr}"]'
-            f", got {argv!r}"
-        )
-    for index, element in enumerate(argv):
-        _placeholders(element, f"objective.command[{index}]")  # raises on a malformed one
+    """Resolve the cwd and executable of a command objective; return its per-trial runner.
+
+    The table's shape was checked with the spec (:mod:`optspec.spec.tables.objective`).
+    """
+    argv = table["command"]
     cwd = _command_cwd(table.get("cwd"), spec.directory)
     env = {str(k): str(v) for k, v in table.get("env", {}).items()}
     argv = [_executable(argv[0], cwd, {**os.environ, **env}), *argv[1:]]
@@ -107,8 +104,6 @@ def _placeholders(element: str, path: str) -> list[str]:
 def _command_cwd(cwd: Any, spec_dir: Path) -> Path:
     if cwd is None:
         return spec_dir
-    if not isinstance(cwd, str):
-        raise SpecError(f"objective.cwd: must be a directory path (a string), got {cwd!r}")
     path = (spec_dir / cwd).resolve()
     if not path.is_dir():
         raise SpecError(f"objective.cwd: no directory {str(path)!r} (relative to the spec)")
@@ -279,7 +274,7 @@ class CommandObjective:
         steps = []
         for record in records:
             step = record["step"]
-            if not _is_int(step) or step < 0:
+            if not is_int(step) or step < 0:
                 raise TrialFailed(f"{RESULTS_FILE}: step must be an integer >= 0, got {record}")
             if self.reports:
                 steps.append((step, self._intermediate_value(record)))
@@ -287,13 +282,13 @@ class CommandObjective:
 
     def _intermediate_value(self, record: dict[str, Any]) -> float:
         if self.report_metric is not None:
-            if not _is_number(record.get(self.report_metric)):
+            if not is_number(record.get(self.report_metric)):
                 raise TrialFailed(
                     f"{RESULTS_FILE}: step line {json.dumps(record)} has no number "
                     f"{self.report_metric!r}, the metric of the first objective"
                 )
             return float(record[self.report_metric])
-        numbers = [key for key, value in record.items() if key != "step" and _is_number(value)]
+        numbers = [key for key, value in record.items() if key != "step" and is_number(value)]
         if len(numbers) != 1:
             raise TrialFailed(
                 f"{RESULTS_FILE}: step line {json.dumps(record)} needs exactly one number besides "
@@ -440,7 +435,7 @@ def _last_stdout_value(path: Path) -> dict[str, Any] | float | None:
             value = json.loads(line)
         except ValueError:
             value = _python_float(line)  # print(float("nan")) writes nan, which JSON does not
-        if isinstance(value, dict) or _is_number(value):
+        if isinstance(value, dict) or is_number(value):
             return value
     return None
 
@@ -459,11 +454,3 @@ def _read_tail(path: Path, size: int) -> bytes:
             return file.read()
     except FileNotFoundError:
         return b""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

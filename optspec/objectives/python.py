@@ -8,7 +8,6 @@ signature, any declared parameter (``def objective(lr, layers)``), ``trial``, ``
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -17,12 +16,13 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from optspec.errors import SpecError
+from optspec.util import did_you_mean
 
 if TYPE_CHECKING:
     import optuna
@@ -39,17 +39,13 @@ PASSED_NAMES = ("trial", "params", "trial_dir")
 
 
 def python_objective(table: dict[str, Any], spec: Spec, config: Config | None = None) -> Objective:
-    """Import the callable ``table["callable"]`` names and check it can be called by name."""
-    ref = table.get("callable")
-    module_name, _, attr = ref.rpartition(":") if isinstance(ref, str) else ("", "", "")
-    if not module_name or not attr:
-        raise SpecError(
-            'objective.callable: expected "pkg.module:function" or "path/to/file.py:function", '
-            f"got {ref!r}"
-        )
+    """Import the callable ``table["callable"]`` names and check it can be called by name.
+
+    The table's shape was checked with the spec (:mod:`optspec.spec.tables.objective`).
+    """
+    ref = table["callable"]
+    module_name, _, attr = ref.rpartition(":")
     args = table.get("args", {})
-    if not isinstance(args, Mapping):
-        raise SpecError(f"objective.args: must be a table of keyword arguments, got {args!r}")
     if module_name.endswith(".py"):
         module = _import_file(spec.directory / module_name)
     else:
@@ -194,8 +190,7 @@ def _attribute(module: ModuleType, attr: str, ref: str) -> Callable[..., Any]:
             owner = ".".join([module.__name__, *attr.split(".")[:depth]])
             where = f"{owner!r} ({module.__file__})" if depth == 0 else repr(owner)
             names = sorted(name for name in dir(obj) if not name.startswith("_"))
-            close = difflib.get_close_matches(part, names, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(part, names)
             shown = ", ".join(names[:20]) or "nothing public"
             raise SpecError(
                 f"objective.callable: {where} has no attribute {part!r}; {hint}it defines: {shown}"
@@ -231,13 +226,9 @@ def _check_signature(
                 "under that name; rename the argument"
             )
         elif key in declared:
-            problems.append(
-                f"objective.args.{key}: {key!r} is also declared as params.{key}; the callable "
-                "receives parameters by name, so rename one of them"
-            )
+            continue  # the spec's own check reports it (optspec.spec.tables.objective)
         elif key not in accepted and not takes_any:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(key, accepted)
             problems.append(
                 f"objective.args.{key}: {attr}() takes no parameter {key!r}; {hint}"
                 f"its parameters: {', '.join(accepted) or 'none'}"
@@ -257,8 +248,7 @@ def _check_signature(
                 f"passes as {name} and the declared params.{name}; rename the parameter"
             )
         elif parameter.kind in by_name and required and not known:
-            close = difflib.get_close_matches(name, [*declared, *PASSED_NAMES], n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(name, [*declared, *PASSED_NAMES])
             problems.append(
                 f"objective.callable: {attr}() needs {name!r}, which is neither a declared "
                 f"parameter ({', '.join(declared) or 'none'}), trial, params, trial_dir nor an "

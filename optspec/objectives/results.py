@@ -18,11 +18,11 @@ several candidate numbers is refused instead of guessed at.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from optspec.run.study_attrs import FAIL_REASON_ATTR
+from optspec.util import is_number
 
 if TYPE_CHECKING:
     import optuna
@@ -64,7 +64,7 @@ def record_result(trial: optuna.Trial, result: Any, spec: Spec) -> list[float]:
             f"[[study.objectives]] pick metrics by name, but the objective returned "
             f"{_describe(result)}; return a dict like {{{wanted}}}"
         )
-    if _is_number(result):
+    if is_number(result):
         values = [result]
     elif _is_sequence(result):
         values = list(result)
@@ -99,7 +99,7 @@ def _values_from_metrics(metrics: Mapping[str, Any], spec: Spec) -> list[float]:
     if selected is None:
         constrained = {constraint.metric for constraint in spec.constraints}
         numeric = [
-            name for name, value in metrics.items() if _is_number(value) and name not in constrained
+            name for name, value in metrics.items() if is_number(value) and name not in constrained
         ]
         if len(spec.study.objectives) != 1 or len(numeric) != 1:
             raise TrialFailed(
@@ -124,7 +124,7 @@ def _record_constraints(trial: optuna.Trial, metrics: Mapping[str, Any], spec: S
             )
         value = metrics[constraint.metric]
         what = f"constraint metric {constraint.metric!r}"
-        if not _is_number(value):
+        if not is_number(value):
             raise TrialFailed(f"{what} is {_describe(value)}, not a number")
         if math.isnan(value):
             raise TrialFailed(f"{what} is nan")
@@ -132,17 +132,12 @@ def _record_constraints(trial: optuna.Trial, metrics: Mapping[str, Any], spec: S
 
 
 def _objective_value(value: Any, what: str) -> float:
-    if not _is_number(value):
+    if not is_number(value):
         raise TrialFailed(f"{what} of the result is {_describe(value)}, not a number")
     value = float(value)
     if math.isnan(value):
         raise TrialFailed(f"objective returned nan ({what})")
     return value  # inf is a legitimate (if bad) value: optuna accepts it
-
-
-def _is_number(value: Any) -> bool:
-    # numbers.Real admits numpy scalars; a bool is a number only by accident of Python.
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _is_sequence(value: Any) -> bool:
@@ -159,7 +154,7 @@ def _json_compatible(value: Any) -> Any:
     """``value`` as plain JSON data (numpy scalars become floats), or ``_SKIP``."""
     if value is None or isinstance(value, str | bool | int | float):
         return value
-    if _is_number(value):
+    if is_number(value):
         return float(value)
     if isinstance(value, Mapping):
         items = {str(k): _json_compatible(v) for k, v in value.items()}

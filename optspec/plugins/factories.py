@@ -8,13 +8,13 @@ pluggy passes a hook implementation only the arguments it asks for.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from optspec.errors import SpecError
+from optspec.util import did_you_mean
 
 
 class LazyFactory:
@@ -92,6 +92,5 @@ def call_factory(
 
 
 def _unknown_option(table: str, name: str, key: str, accepted: list[str]) -> str:
-    close = difflib.get_close_matches(key, accepted, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = did_you_mean(key, accepted)
     return f"{table}.{key}: not an option of {name}; {hint}valid options: {', '.join(accepted)}"

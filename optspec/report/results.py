@@ -32,6 +32,7 @@ from optspec.errors import UsageError
 from optspec.objectives.trial_dirs import trial_dir_path
 from optspec.report.failures import failures_by_reason
 from optspec.run.study_attrs import OVERRIDES_ATTR, SPEC_ATTR
+from optspec.util import tomllib
 
 if TYPE_CHECKING:
     import optuna
@@ -206,10 +207,6 @@ def _spec_metrics(spec_text: str | None) -> list[str] | None:
     # and `[[study.objectives]] metric` is all we need from it.
     if spec_text is None:
         return None
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
     try:
         objectives = tomllib.loads(spec_text).get("study", {}).get("objectives", [])
         metrics = [objective["metric"] for objective in objectives]

@@ -116,7 +116,7 @@ class RunOptions:
             return spec
         run = attrs.evolve(spec.run, **changes)
         if self.workers is not None and run.devices and run.worker_count > len(run.devices):
-            from optspec.spec.load import devices_problem
+            from optspec.spec.devices import devices_problem
 
             problem = devices_problem(run.worker_count, run.devices, "[run] devices")
             raise UsageError(f"--workers {self.workers}: {problem}")

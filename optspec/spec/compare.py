@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from optspec.spec.load import tomllib
+from optspec.util import tomllib
 
 
 def differing_keys(text: str, other: str) -> list[str]:

@@ -1,9 +1,10 @@
 """The spec format, version 1: TOML in, frozen attrs models out.
 
 ``load_spec(path)`` reads a file; ``parse_spec(text, path=...)`` parses text that came from
-elsewhere (the copy stored inside study.db). Conversion lives in :mod:`optspec.spec.load`, the one
-place that knows TOML paths, so every problem is reported as ``toml.path: message`` and all of them
-at once. The models here only hold what was validated; nothing in this module imports optuna.
+elsewhere (the copy stored inside study.db). Conversion lives in :mod:`optspec.spec.load` and
+the table checkers it calls, which know TOML paths, so every problem is reported as
+``toml.path: message`` and all of them at once. The models here only hold what was validated;
+nothing in this module imports optuna.
 """
 
 from __future__ import annotations
@@ -129,26 +130,6 @@ class ObjectiveSection:
 
     kind: str
     options: dict[str, Any] = field(factory=dict)
-
-    @property
-    def callable(self) -> str | None:
-        return self.options.get("callable")
-
-    @property
-    def args(self) -> dict[str, Any]:
-        return self.options.get("args", {})
-
-    @property
-    def command(self) -> list[str] | None:
-        return self.options.get("command")
-
-    @property
-    def cwd(self) -> str | None:
-        return self.options.get("cwd")
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.options.get("env", {})
 
 
 @frozen

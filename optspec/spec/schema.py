@@ -1,18 +1,24 @@
 """JSON Schema (draft 2020-12) of the spec format, version 1, for editors: ``optspec schema``.
 
-The tables and their keys come from the converter's key tuples in :mod:`optspec.spec.load`, so a key
-added there without a schema entry here fails loudly (``KeyError``) instead of drifting. The schema
-says what an editor can say (types, bounds, exclusive keys); checks that need the whole spec, such
-as ``when`` naming an earlier categorical or enqueued points inside the space, stay with
-``optspec validate``.
+The tables and their keys come from the key tuples of the table checkers
+(:mod:`optspec.spec.tables`), so a key added there without a schema entry here fails loudly
+(``KeyError``) instead of drifting. The schema says what an editor can say (types, bounds,
+exclusive keys); checks that need the whole spec, such as ``when`` naming an earlier categorical
+or enqueued points inside the space, stay with ``optspec validate``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from optspec.spec import load as specload
+from optspec.spec.load import TOP_KEYS
 from optspec.spec.model import DIRECTIONS, KEEP_TRIAL_DIRS, SPEC_VERSION
+from optspec.spec.tables.constraints import CONSTRAINT_KEYS
+from optspec.spec.tables.objective import OBJECTIVE_KEYS
+from optspec.spec.tables.params import CATEGORICAL_KEYS, FLOAT_KEYS, INT_KEYS
+from optspec.spec.tables.plugins import PLUGINS_KEYS
+from optspec.spec.tables.run import RUN_KEYS
+from optspec.spec.tables.study import STUDY_KEYS
 
 Schema = dict[str, Any]
 
@@ -23,13 +29,13 @@ def spec_json_schema() -> Schema:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"optspec study spec, version {SPEC_VERSION}",
         "description": "A study.toml for `optspec run`. Reference: docs/spec.md.",
-        **_table(specload.TOP_KEYS, _top_properties(), required=("objective",)),
+        **_table(TOP_KEYS, _top_properties(), required=("objective",)),
         "$defs": {
             "duration": _DURATION,
             "when": _WHEN,
-            "float_param": _param_table(specload.FLOAT_KEYS, "float", _number),
-            "int_param": _param_table(specload.INT_KEYS, "int", _integer),
-            "categorical_param": _param_table(specload.CATEGORICAL_KEYS, "categorical", None),
+            "float_param": _param_table(FLOAT_KEYS, "float", _number),
+            "int_param": _param_table(INT_KEYS, "int", _integer),
+            "categorical_param": _param_table(CATEGORICAL_KEYS, "categorical", None),
         },
     }
 
@@ -112,7 +118,7 @@ def _top_properties() -> dict[str, Schema]:
         ),
     }
     study = _table(
-        specload.STUDY_KEYS,
+        STUDY_KEYS,
         {
             "name": _name,
             "direction": _direction,
@@ -135,14 +141,14 @@ def _top_properties() -> dict[str, Schema]:
     builtin_kinds = ["python", "command"]
     objective = {
         "type": "object",
-        "properties": {key: objective_keys[key] for key in specload.OBJECTIVE_KEYS},
+        "properties": {key: objective_keys[key] for key in OBJECTIVE_KEYS},
         # A plugin's kind validates its own table; the built-in kinds are checked here.
         "if": {
             "required": ["kind"],
             "properties": {"kind": {"not": {"enum": builtin_kinds}}},
         },
         "else": {
-            **_table(specload.OBJECTIVE_KEYS, objective_keys),
+            **_table(OBJECTIVE_KEYS, objective_keys),
             "oneOf": [{"required": ["callable"]}, {"required": ["command"]}],
         },
     }
@@ -165,14 +171,14 @@ def _top_properties() -> dict[str, Schema]:
         "description": "other keys: keyword arguments of the sampler or pruner",
     }
     constraint = _table(
-        specload.CONSTRAINT_KEYS,
+        CONSTRAINT_KEYS,
         {"metric": _name, "min": _number, "max": _number},
         required=("metric",),
     )
     constraint["anyOf"] = [{"required": ["min"]}, {"required": ["max"]}]
     duration = {"$ref": "#/$defs/duration"}
     run = _table(
-        specload.RUN_KEYS,
+        RUN_KEYS,
         {
             "n_trials": _positive_int,
             "timeout": duration,
@@ -207,6 +213,6 @@ def _top_properties() -> dict[str, Schema]:
         "constraints": {"type": "array", "items": constraint},
         "run": run,
         "enqueue": {"type": "array", "items": _free_table},
-        "plugins": _table(specload.PLUGINS_KEYS, {"load": names, "block": names}),
+        "plugins": _table(PLUGINS_KEYS, {"load": names, "block": names}),
         "plugin": {"type": "object", "additionalProperties": _free_table},
     }

@@ -1,0 +1,41 @@
+"""Small helpers more than one subpackage needs, so each is written once.
+
+Imports nothing from optspec: any module may use it without risking an import cycle.
+"""
+
+from __future__ import annotations
+
+import difflib
+import numbers
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["did_you_mean", "is_int", "is_number", "tomllib"]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``"did you mean 'name'? "`` for the candidate nearest ``word``, or ``""`` if none is near.
+
+    Ends with a space so that a message reads ``f"unknown key; {did_you_mean(...)}valid: ..."``.
+    """
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def is_number(value: Any) -> bool:
+    """A real number, bools excluded (a bool is a number only by accident of Python).
+
+    numbers.Real also admits numpy scalars, which objectives return.
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_int(value: Any) -> bool:
+    """An integer, bools excluded."""
+    return isinstance(value, int) and not isinstance(value, bool)
