@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="directory for study.db and results.json (default: [study] output)",
     )
+    _add_set_option(run)
     _add_budget_options(run)
     _add_plugin_option(run)
     run.add_argument(
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the spec stored in STUDY_DB even if the recorded spec file differs",
     )
+    _add_set_option(resume)
     _add_budget_options(resume)
     _add_plugin_option(resume)
     resume.add_argument(
@@ -192,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the controller's storage: postgresql://, redis://, or grpc://HOST:PORT (--serve)",
     )
+    _add_set_option(worker)
     worker.add_argument("--workers", metavar="W", type=_workers, help='processes, or "auto"')
     worker.add_argument(
         "--devices",
@@ -215,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     validate.add_argument("specs", metavar="SPEC", type=Path, nargs="+")
+    _add_set_option(validate)
     validate.add_argument(
         "--print",
         action="store_true",
@@ -294,6 +298,19 @@ def _add_budget_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", metavar="W", type=_workers, help='processes, or "auto"')
 
 
+def _add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_override,
+        default=[],
+        help="set one spec value: KEY a dotted TOML path (run.n_trials, params.lr.high), "
+        "VALUE a TOML value (a bare word is a string); repeatable",
+    )
+
+
 def _add_plugin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-p",
@@ -347,6 +364,16 @@ def _devices(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _override(text: str) -> str:
+    from optspec.spec.overrides import parse_override
+
+    try:
+        parse_override(text)
+    except UsageError as exc:  # argparse names the option itself
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--set ")) from None
+    return text
+
+
 def _duration(text: str) -> float:
     """Seconds; ``--timeout off`` is infinity, so that it can lift a timeout the spec sets."""
     from optspec.spec.durations import parse_duration
@@ -370,7 +397,7 @@ def _validate(args: argparse.Namespace) -> ExitCode:
     status = ExitCode.OK
     for path in args.specs:
         try:
-            spec = load_spec(path)
+            spec = load_spec(path, overrides=args.overrides)
             check_spec(spec)
         except SpecError as exc:
             print(exc.with_file(path), file=sys.stderr)
@@ -403,6 +430,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
         dashboard=args.dashboard,
         storage=args.storage,
         serve=args.serve,
+        overrides=args.overrides,
     )
     return _report(result.outcome)
 
@@ -421,6 +449,7 @@ def _resume(args: argparse.Namespace) -> ExitCode:
         verbose=args.verbose,
         spec_file=args.spec_file,
         stored_spec=args.stored_spec,
+        overrides=args.overrides,
     )
     return _report(result.outcome)
 
@@ -435,6 +464,7 @@ def _worker(args: argparse.Namespace) -> ExitCode:
         plugin_args=args.plugins,
         quiet=args.quiet,
         devices=args.devices,
+        overrides=args.overrides,
     )
     return _report(outcome)
 

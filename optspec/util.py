@@ -16,7 +16,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["did_you_mean", "is_int", "is_number", "tomllib"]
+__all__ = ["closest", "did_you_mean", "is_int", "is_number", "tomllib"]
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate nearest ``word``, if one is near enough to be what was meant."""
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return close[0] if close else None
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -24,8 +30,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 
     Ends with a space so that a message reads ``f"unknown key; {did_you_mean(...)}valid: ..."``.
     """
-    close = difflib.get_close_matches(word, list(candidates), n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
+    close = closest(word, candidates)
+    return f"did you mean {close!r}? " if close is not None else ""
 
 
 def is_number(value: Any) -> bool:

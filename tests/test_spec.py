@@ -180,8 +180,7 @@ def write_pkg_mod(directory: Path) -> None:
     """``pkg.mod``, which the rich specs name: validate imports it, as run does."""
     (directory / "pkg").mkdir()
     (directory / "pkg" / "mod.py").write_text(
-        "def objective(params, **args):\n    return 0.0, 0.0\n\n"
-        "def f(params):\n    return 0.0\n",
+        "def objective(params, **args):\n    return 0.0, 0.0\n\ndef f(params):\n    return 0.0\n",
         encoding="utf-8",
     )
 
@@ -413,6 +412,7 @@ def test_parse_duration_rejects(value):
 
 
 # -- JSON Schema -----------------------------------------------------------------------------------
+
 
 def schema_errors(schema: dict, value: Any) -> list[str]:
     """What jsonschema finds wrong with ``value``, one line per error."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +34,14 @@ from optspec.run.study_attrs import (
     INTERRUPTED_ATTR,
     RETRY_OF_ATTR,
     check_same_spec,
+    record_effective_spec,
     record_fail_reason,
     record_spec,
     stored_spec,
 )
-from optspec.spec.load import load_spec
+from optspec.spec.load import load_spec, parse_spec, with_overrides
 from optspec.spec.model import Spec
+from optspec.spec.overrides import Override, shorthand_overrides
 
 if TYPE_CHECKING:
     import optuna
@@ -79,6 +80,9 @@ class RunOptions:
         UsageError naming both ways.
     :ivar devices: ``worker --devices``: this machine's device slots, one per worker, instead of
         the spec's ``[run] devices``.
+    :ivar overrides: ``--set KEY=VALUE`` texts, set on the spec before it is checked. With them,
+        ``n_trials``, ``timeout`` and ``workers`` are recorded in the study's spec (``resume``
+        continues with them), except for ``join_study``, where ``workers`` is this machine's.
     """
 
     output: str | os.PathLike[str] | None = None
@@ -97,25 +101,32 @@ class RunOptions:
     spec_file: str | os.PathLike[str] | None = None
     stored_spec: bool = False
     devices: tuple[str, ...] | None = field(default=None, converter=_optional_tuple)
+    overrides: tuple[str, ...] = field(default=(), converter=tuple)
+
+    def all_overrides(self) -> list[str | Override]:
+        """``--set`` and the shorthands ``--n-trials``, ``--timeout``, ``--workers``, in order."""
+        shorthands = shorthand_overrides(
+            n_trials=self.n_trials, timeout=self.timeout, workers=self.workers
+        )
+        return [*self.overrides, *shorthands]
 
     def with_budget(self, spec: Spec) -> Spec:
-        """``spec`` with ``--devices``, ``--n-trials``, ``--timeout`` and ``--workers`` applied."""
+        """``spec`` with ``--set`` and the shorthands applied, checked as the spec file is and
+        recorded in the spec's text (what the study stores)."""
+        return with_overrides(spec, self.all_overrides())
+
+    def on_this_machine(self, spec: Spec) -> Spec:
+        """``spec`` with ``worker --devices`` and ``--workers``: this machine's own, not part of
+        the study's spec (whose text a joining worker must match)."""
         if self.devices is not None:
             # This machine's device slots, one per worker; the worker count follows them
             # unless --workers is given.
             run = attrs.evolve(spec.run, devices=self.devices, workers=len(self.devices))
             spec = spec.evolve(run=run)
-        changes: dict[str, Any] = {}
-        if self.n_trials is not None:
-            changes["n_trials"] = self.n_trials
-        if self.timeout is not None:
-            changes["timeout"] = None if math.isinf(self.timeout) else self.timeout
-        if self.workers is not None:
-            changes["workers"] = self.workers
-        if not changes:
+        if self.workers is None:
             return spec
-        run = attrs.evolve(spec.run, **changes)
-        if self.workers is not None and run.devices and run.worker_count > len(run.devices):
+        run = attrs.evolve(spec.run, workers=self.workers)
+        if run.devices and run.worker_count > len(run.devices):
             from optspec.spec.devices import devices_problem
 
             problem = devices_problem(run.worker_count, run.devices, "[run] devices")
@@ -141,9 +152,10 @@ _RESUME_OPTIONS = frozenset(
         "stored_spec",
         "quiet",
         "verbose",
+        "overrides",
     }
 )
-_JOIN_OPTIONS = frozenset({"storage", "workers", "plugin_args", "quiet", "devices"})
+_JOIN_OPTIONS = frozenset({"storage", "workers", "plugin_args", "quiet", "devices", "overrides"})
 
 
 def _options(
@@ -239,7 +251,8 @@ def join_study(
         raise TypeError("join_study() needs storage=URL: the study's shared storage")
     if not isinstance(spec, Spec):
         spec = load_spec(spec)
-    spec = opts.with_budget(spec)
+    # The run's overrides first: the spec's text must stay the one the study was started with.
+    spec = opts.on_this_machine(with_overrides(spec, opts.overrides))
     config = Config(
         spec,
         spec.study.output,
@@ -296,7 +309,7 @@ def resume_study(
                 spec = stored_spec(loaded, path, opts.spec_dir)
                 if not opts.stored_spec:
                     trust.refuse_changed_spec_file(spec, stored, path)
-            spec = opts.with_budget(spec)
+            spec = _overridden(spec, opts.all_overrides())
             config = Config(
                 spec,
                 path.parent,
@@ -316,10 +329,23 @@ def resume_study(
             )
             if opts.spec_file is not None:
                 record_spec(study, spec, path.parent)  # the spec it runs from now on
+            else:
+                record_effective_spec(study, spec)  # with this resume's overrides
             _retry_interrupted(study, spec.run.n_trials)
             return _run(config, components.pm, study, backend, pickled_plugins)
     finally:
         os.close(lock)
+
+
+def _overridden(spec: Spec, overrides: Sequence[str | Override]) -> Spec:
+    """The spec a resume runs (stored, or ``--spec FILE``) with this resume's own overrides on
+    top, recorded after those it already holds; it keeps its name and its place by study.db."""
+    if not overrides:
+        return spec
+    assert spec.path is not None  # both come from a file name: the recorded one, or --spec FILE
+    changed = parse_spec(spec.text, path=spec.path, overrides=overrides, applied=spec.overrides)
+    study = attrs.evolve(changed.study, name=spec.study.name, output=spec.study.output)
+    return changed.evolve(study=study)
 
 
 def _set_optuna_verbosity(config: Config) -> None:

@@ -25,17 +25,20 @@ if TYPE_CHECKING:
 
 # Study system attributes.
 SPEC_ATTR = "optspec:spec"
-"""The spec's TOML text, as it was read."""
+"""The effective spec's TOML text: the file as it was read or, with ``--set`` overrides (and
+``--n-trials``, ``--timeout``, ``--workers``), the overridden document, so ``resume`` continues
+with them."""
 SPEC_SHA256_ATTR = "optspec:spec_sha256"
 """sha256 of that text: ``optspec worker`` joins only with the same spec."""
+OVERRIDES_ATTR = "optspec:overrides"
+"""The overrides that text holds on top of the spec file, ``KEY=VALUE`` strings in the order
+they were set: the file plus these gives the same text again."""
 VERSION_ATTR = "optspec:version"
 """The optspec version that created the study."""
 SPEC_DIR_ATTR = "optspec:spec_dir"
 """``{"relative": ..., "absolute": ...}``: the spec's directory, relative to study.db first."""
 SPEC_FILE_ATTR = "optspec:spec_file"
 """The spec's file name, for the study name default and relative references."""
-OVERRIDES_ATTR = "optspec:overrides"
-"""The ``--set KEY=VALUE`` overrides applied to the spec file to make the stored spec."""
 
 # Trial system attributes.
 INTERRUPTED_ATTR = "optspec:interrupted"
@@ -71,13 +74,27 @@ def record_spec(study: optuna.Study, spec: Spec, output: Path) -> None:
     # Optuna 5 dropped Study.set_system_attr; the storage method is the public way left.
     storage = study_storage(study)
     study_id = storage.get_study_id_from_name(study.study_name)
+    record_effective_spec(study, spec)
     directory = spec.directory.absolute()
     values: dict[str, Any] = {
-        SPEC_ATTR: spec.text,
-        SPEC_SHA256_ATTR: spec_sha256(spec),
         VERSION_ATTR: __version__,
         SPEC_DIR_ATTR: {"relative": os.path.relpath(directory, output), "absolute": str(directory)},
         SPEC_FILE_ATTR: spec.path.name if spec.path else "study.toml",
+    }
+    for key, value in values.items():
+        storage.set_study_system_attr(study_id, key, value)
+
+
+def record_effective_spec(study: optuna.Study, spec: Spec) -> None:
+    """The spec as it runs, overrides included, so that a later resume continues with it."""
+    from optspec.storage.optuna_compat import study_storage
+
+    storage = study_storage(study)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    values: dict[str, Any] = {
+        SPEC_ATTR: spec.text,
+        SPEC_SHA256_ATTR: spec_sha256(spec),
+        OVERRIDES_ATTR: list(spec.overrides),
     }
     for key, value in values.items():
         storage.set_study_system_attr(study_id, key, value)
@@ -111,7 +128,9 @@ def stored_spec(study: optuna.Study, path: Path, spec_dir: str | os.PathLike[str
         absolute = Path(stored.get("absolute", relative))
         directory = relative.resolve() if relative.is_dir() or not absolute.is_dir() else absolute
     name = str(values.get(SPEC_FILE_ATTR, "study.toml"))
-    spec = parse_spec(str(values[SPEC_ATTR]), path=directory / name)
+    overrides = values.get(OVERRIDES_ATTR)
+    applied = [str(item) for item in overrides] if isinstance(overrides, list) else []
+    spec = parse_spec(str(values[SPEC_ATTR]), path=directory / name, applied=applied)
     # The study keeps its name and stays where its study.db is.
     return spec.evolve(study=attrs.evolve(spec.study, name=study.study_name, output=path.parent))
 

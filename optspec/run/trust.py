@@ -74,9 +74,7 @@ def refuse_changed_spec_file(spec: Spec, stored: dict[str, Any], study_db: Path)
 def _load(path: Path, stored: dict[str, Any]) -> Spec:
     """The file as the study would run it: with the overrides the stored spec was made with."""
     overrides = [str(item) for item in stored.get(OVERRIDES_ATTR) or ()]
-    if not overrides:
-        return load_spec(path)
-    return load_spec(path, overrides=overrides)  # type: ignore[call-arg]
+    return load_spec(path, overrides=overrides)
 
 
 def _digest(text: str) -> str:

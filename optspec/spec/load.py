@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from optspec.errors import SpecError, UsageError
+from optspec.spec.dump import document_to_toml, spec_to_toml
 from optspec.spec.model import SPEC_VERSION, Spec
+from optspec.spec.overrides import Override, apply_overrides, as_overrides, header, trace
 from optspec.spec.tables.checker import Checker
 from optspec.spec.tables.components import check_component, check_pruner, check_sampler_space
 from optspec.spec.tables.constraints import check_constraints
@@ -31,18 +34,53 @@ TOP_KEYS = (
 )  # fmt: skip
 
 
-def load_spec(path: str | os.PathLike[str]) -> Spec:
+OverridesArg = Sequence[str | Override]
+
+
+def load_spec(path: str | os.PathLike[str], *, overrides: OverridesArg = ()) -> Spec:
     """Read and validate the spec at ``path``; raise :class:`~optspec.SpecError` listing every
-    problem, or :class:`~optspec.UsageError` when the file cannot be read."""
-    return read_spec_file(Path(path))
+    problem, or :class:`~optspec.UsageError` when the file cannot be read.
+
+    :param overrides: ``"KEY=VALUE"`` strings, as ``--set`` takes them, set before validation.
+    """
+    return read_spec_file(Path(path), overrides)
 
 
-def parse_spec(text: str, *, path: str | os.PathLike[str]) -> Spec:
-    """Validate spec ``text`` as if it were the file at ``path`` (which need not exist)."""
-    return convert_spec_text(text, Path(path))
+def parse_spec(
+    text: str,
+    *,
+    path: str | os.PathLike[str],
+    overrides: OverridesArg = (),
+    applied: Sequence[str] = (),
+) -> Spec:
+    """Validate spec ``text`` as if it were the file at ``path`` (which need not exist).
+
+    :param applied: overrides ``text`` already holds (a study's stored spec): listed with the new
+        ones in the effective text and in ``Spec.overrides``, not set again.
+    """
+    return convert_spec_text(text, Path(path), overrides, applied)
 
 
-def read_spec_file(path: Path) -> Spec:
+def with_overrides(spec: Spec, overrides: OverridesArg) -> Spec:
+    """``spec`` with more overrides set, checked as ``--set`` is and recorded in ``spec.text``.
+
+    The spec's own text is read again with them when it still describes ``spec``; a spec built
+    or changed in code is written out first (:func:`~optspec.spec.dump.spec_to_toml`).
+    """
+    if not overrides:
+        return spec
+    path = spec.path or Path.cwd() / "study.toml"
+    text = spec.text
+    try:
+        same = bool(text) and convert_spec_text(text, path) == spec
+    except SpecError:
+        same = False
+    if not same:
+        text = spec_to_toml(spec)
+    return convert_spec_text(text, path, overrides, spec.overrides)
+
+
+def read_spec_file(path: Path, overrides: OverridesArg = ()) -> Spec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -53,16 +91,30 @@ def read_spec_file(path: Path) -> Spec:
         raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    return convert_spec_text(text, path)
+    return convert_spec_text(text, path, overrides)
 
 
-def convert_spec_text(text: str, path: Path) -> Spec:
+def convert_spec_text(
+    text: str, path: Path, overrides: OverridesArg = (), applied: Sequence[str] = ()
+) -> Spec:
     data = parse_toml(text, path)
-    checker = Checker(path)
+    changes = as_overrides(overrides)
+    misplaced, created = apply_overrides(data, changes)
+    checker = Checker(path, overridden=[change.path for change in changes])
     spec = check_spec(checker, data, text)
-    if checker.problems:
-        raise SpecError([f"{where}: {message}" for where, message in checker.problems], file=path)
-    return spec
+    if misplaced or checker.problems:
+        file_problems: list[tuple[str, str]] = []
+        if changes and checker.problems:  # which problems the file has without the overrides
+            check_spec(plain := Checker(path), parse_toml(text, path), text)
+            file_problems = plain.problems
+        lines = [f"{label}: {message}" for label, message in misplaced]
+        lines += trace(checker.problems, changes, created, file_problems)
+        raise SpecError(lines, file=path)
+    if not changes:
+        return spec.evolve(overrides=tuple(applied)) if applied else spec
+    recorded = (*applied, *(change.text for change in changes))
+    effective = header(path.name, recorded) + document_to_toml(data)
+    return spec.evolve(text=effective, overrides=recorded)
 
 
 def parse_toml(text: str, path: Path) -> dict[str, Any]:

@@ -206,8 +206,10 @@ class PluginsSection:
 
 @frozen
 class Spec:
-    """A validated study spec. ``path`` and ``text`` say where it came from; they do not take
-    part in equality, so a spec printed with ``validate --print`` and read back compares equal."""
+    """A validated study spec. ``path``, ``text`` and ``overrides`` say where it came from; they
+    do not take part in equality, so a spec printed with ``validate --print`` and read back
+    compares equal. ``text`` is the effective spec: the file's text, or with ``--set``
+    overrides the overridden document (:mod:`optspec.spec.overrides`)."""
 
     study: StudySection
     objective: ObjectiveSection
@@ -222,6 +224,8 @@ class Spec:
     version: int = SPEC_VERSION
     path: Path | None = field(default=None, eq=False)
     text: str = field(default="", eq=False, repr=False)
+    overrides: tuple[str, ...] = field(default=(), eq=False)
+    """The ``--set`` overrides (``KEY=VALUE``) ``text`` holds on top of the spec file."""
 
     @property
     def directory(self) -> Path:

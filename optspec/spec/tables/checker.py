@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from optspec.spec.durations import parse_duration
-from optspec.util import did_you_mean
+from optspec.util import closest
 
 
 def describe(value: Any) -> str:
@@ -53,9 +53,11 @@ class Checker:
     its directory.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, overridden: Iterable[str] = ()) -> None:
         self.path = path
         self.problems: list[tuple[str, str]] = []
+        # TOML paths set by --set: a hint for one names the whole key, as the user types it.
+        self.overridden = frozenset(overridden)
 
     def add(self, path: str, message: str) -> None:
         self.problems.append((path, message))
@@ -69,13 +71,16 @@ class Checker:
             known = tuple(known)
             for key in value:
                 if key not in known:
-                    self.unknown_key(join(path, key), key, known)
+                    self.unknown_key(path, key, known)
         return value
 
-    def unknown_key(self, path: str, key: str, known: tuple[str, ...]) -> None:
-        self.add(
-            path, f"unknown key; {did_you_mean(key, known)}valid keys here: {', '.join(known)}"
-        )
+    def unknown_key(self, table: str, key: str, known: tuple[str, ...]) -> None:
+        path = join(table, key)
+        close = closest(key, known)
+        if close is not None and path in self.overridden:
+            close = join(table, close)
+        hint = f"did you mean {close!r}? " if close is not None else ""
+        self.add(path, f"unknown key; {hint}valid keys here: {', '.join(known)}")
 
     def get(
         self,
