@@ -78,8 +78,11 @@ def shorthand_overrides(
     """
     if isinstance(timeout, float) and math.isinf(timeout):
         timeout = "off"
-    given = (("n_trials", "--n-trials", n_trials), ("timeout", "--timeout", timeout))
-    given += (("workers", "--workers", workers),)
+    given: list[tuple[str, str, Any]] = [
+        ("n_trials", "--n-trials", n_trials),
+        ("timeout", "--timeout", timeout),
+        ("workers", "--workers", workers),
+    ]
     return [
         Override(("run", key), value, f"run.{key}={toml_inline(value)}", flag)
         for key, flag, value in given

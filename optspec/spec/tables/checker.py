@@ -106,7 +106,7 @@ class Checker:
 
     def metric(self, table: Mapping[str, Any], path: str) -> str | None:
         """The required ``metric`` key of [[study.objectives]] and [[constraints]] entries."""
-        return self.get(
+        metric: str | None = self.get(
             table,
             "metric",
             path,
@@ -114,6 +114,7 @@ class Checker:
             "the name of a metric in the objective's result",
             required=True,
         )
+        return metric
 
     def string_list(self, table: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
         value = self.get(table, key, path, lambda v: isinstance(v, list), "an array of strings", [])
