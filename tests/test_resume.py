@@ -43,7 +43,9 @@ def test_resume_grows_the_study_to_the_new_total(study_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_resume_without_new_total_completes_the_spec_budget(study_dir: Path) -> None:
+def test_resume_without_new_total_keeps_the_total_the_run_was_given(study_dir: Path) -> None:
+    """The stored spec is the effective one: `--n-trials 5` was part of the study, the file's
+    n_trials = 12 is not what it runs to."""
     (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=12))
     assert (
         run_cli("run", "study.toml", "-o", "out", "-q", "--n-trials", "5", cwd=study_dir).returncode
@@ -52,7 +54,9 @@ def test_resume_without_new_total_completes_the_spec_budget(study_dir: Path) -> 
     db = study_dir / "out" / "study.db"
     assert len(load(db).trials) == 5
     assert run_cli("resume", db, "-q", cwd=study_dir).returncode == 0
-    assert len(load(db).trials) == 12
+    assert len(load(db).trials) == 5
+    assert run_cli("resume", db, "-q", "--set", "run.n_trials=7", cwd=study_dir).returncode == 0
+    assert len(load(db).trials) == 7
 
 
 @pytest.mark.slow
