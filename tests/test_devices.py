@@ -149,7 +149,8 @@ def test_more_workers_than_devices_is_refused_before_anything_runs(study_dir: Pa
     (study_dir / "study.toml").write_text(spec_text('devices = ["7", "9"]'))
     result = run(study_dir, "--workers", "3")
     assert result.returncode == 2
-    assert "--workers 3: 3 workers but [run] devices has 2 entries" in result.stderr
+    # --workers is a shorthand for --set run.workers, checked with the spec it changes.
+    assert "study.toml: --workers 3: 3 workers but run.devices has 2 entries" in result.stderr
     assert not (study_dir / "out").exists()
 
 

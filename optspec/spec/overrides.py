@@ -37,7 +37,7 @@ class Override:
     text: str
     """``KEY=VALUE`` as recorded in study.db (``optspec:overrides``) and applied again later."""
     label: str
-    """How an error names it: ``--set run.n_trials`` or ``--n-trials``."""
+    """How an error names it: ``--set run.n_trials`` or ``--n-trials 40``."""
 
     @property
     def path(self) -> str:
@@ -84,7 +84,7 @@ def shorthand_overrides(
         ("workers", "--workers", workers),
     ]
     return [
-        Override(("run", key), value, f"run.{key}={toml_inline(value)}", flag)
+        Override(("run", key), value, f"run.{key}={toml_inline(value)}", f"{flag} {value}")
         for key, flag, value in given
         if value is not None
     ]
