@@ -125,7 +125,8 @@ class RunOptions:
             spec = spec.evolve(run=run)
         if self.workers is None:
             return spec
-        run = attrs.evolve(spec.run, workers=self.workers)
+        workers: Any = self.workers  # "auto" or a count, as --workers checked it
+        run = attrs.evolve(spec.run, workers=workers)
         if run.devices and run.worker_count > len(run.devices):
             from optspec.spec.devices import devices_problem
 

@@ -40,7 +40,9 @@ def spec_json_schema() -> Schema:
     }
 
 
-def _table(keys: tuple[str, ...], schemas: dict[str, Schema], *, required=()) -> Schema:
+def _table(
+    keys: tuple[str, ...], schemas: dict[str, Schema], *, required: tuple[str, ...] = ()
+) -> Schema:
     """An object holding exactly ``keys``; every key needs an entry in ``schemas``."""
     return {
         "type": "object",
