@@ -294,6 +294,7 @@ def test_a_set_is_shown_and_honoured_on_resume_and_a_later_set_overrides_again(s
     assert again.text == attrs["optspec:spec"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_bad_set_with_nothing_written(study_dir, optspec_cli):
     result = optspec("run", "study.toml", "-o", "out", "-q", "--n-trials", "2", cwd=study_dir)
     assert result.returncode == 0, result.stderr
