@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from optspec import SpecError, hookimpl
@@ -370,3 +371,21 @@ def test_on_checkpoint_fires_in_the_controller_while_workers_run(optspec_run):
     checkpoints = run.calls("on_checkpoint")
     assert checkpoints and {call.role for call in checkpoints} == {"controller"}
     assert checkpoints[0].args["study"] == {"study_name": "testing"}
+
+
+@attrs.define
+class UnhashableSetAttr:
+    """An attrs class with eq=True: its instances cannot be hashed, as many plugin objects."""
+
+    value: str = "unhashable"
+
+    @hookimpl
+    def on_finish(self, study: Any) -> None:
+        study.set_user_attr("finished_by", self.value)
+
+
+def test_an_unhashable_plugin_object_still_gets_study_db_written(optspec_run):
+    run = optspec_run(plugins=[UnhashableSetAttr()], n_trials=2, workers=1)
+
+    assert run.exit_code == 0
+    assert run.study.user_attrs == {"finished_by": "unhashable"}

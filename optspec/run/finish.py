@@ -67,20 +67,26 @@ def finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outc
         for impl in reversed(hook.get_hookimpls())
         if not (impl.wrapper or impl.hookwrapper)
     ]
+    # pluggy's subset callers keep plugins in a set: a plugin object that cannot be hashed (an
+    # attrs class with eq=True, say) cannot be left out of one. Then pluggy calls on_finish as
+    # usual: a raising plain implementation may skip the ones after it, but the wrappers' finally
+    # (study.db) still runs.
+    guarded = all(_hashable(plugin) for plugin in plain)
     guard = _EveryImplementation(pm, plain)
-    pm.register(guard, name=_GUARD_NAME)
+    if guarded:
+        pm.register(guard, name=_GUARD_NAME)
     errors = guard.errors
     received: list[str] = []
     try:
         with signals_handled(lambda name: received.append(name)):
             try:
-                pm.subset_hook_caller("on_finish", remove_plugins=plain)(
-                    study=study, config=config, outcome=outcome
-                )
+                caller = pm.subset_hook_caller("on_finish", plain) if guarded else hook
+                caller(study=study, config=config, outcome=outcome)
             except Exception as exc:  # noqa: BLE001 - a wrapper (study.db itself) failed
                 errors.append(("", exc))
     finally:
-        pm.unregister(guard)
+        if guarded:
+            pm.unregister(guard)
     if received and outcome.status == "done":
         outcome = attrs.evolve(
             outcome, status="interrupted", message=f"interrupted by {received[0]} while finishing"
@@ -99,6 +105,14 @@ def finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outc
         status="failed",
         message=f"{where}raised in on_finish: {type(error).__name__}: {error}",
     )
+
+
+def _hashable(plugin: object) -> bool:
+    try:
+        hash(plugin)
+    except TypeError:
+        return False
+    return True
 
 
 def checkpointer(
