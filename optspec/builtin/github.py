@@ -26,7 +26,7 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> None:
     path = os.environ.get(SUMMARY_ENV)
     if not path or config.role != "controller":
         return
-    text = markdown_summary(study, outcome)
+    text = markdown_summary(study, outcome, config.output)
     try:
         with open(path, "a", encoding="utf-8") as file:
             file.write(text + "\n")

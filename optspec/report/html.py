@@ -128,6 +128,8 @@ def _best(report: dict[str, Any], names: Sequence[str]) -> str:
             for name, value in best["user_attrs"].items()
             if name != "fail_reason"
         ]
+        if best.get("trial_dir"):  # [run] keep_trial_dirs kept it
+            pairs.append(("trial directory", escape(best["trial_dir"])))
         table = "".join(f'<tr><th>{escape(k)}</th><td class="num">{v}</td></tr>' for k, v in pairs)
         return f'<table id="best-trial">{table}</table>'
     front = report["pareto_front"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optspec.report.failures import failures_by_reason
@@ -22,9 +23,12 @@ MAX_ROWS = 10
 MAX_REASON = 200
 
 
-def markdown_summary(study: optuna.Study, outcome: Outcome | None = None) -> str:
-    """The summary of ``study``; with the ``outcome`` of the run that just ended, how it ended."""
-    summary = study_summary(study)
+def markdown_summary(
+    study: optuna.Study, outcome: Outcome | None = None, output: Path | None = None
+) -> str:
+    """The summary of ``study``; with the ``outcome`` of the run that just ended, how it ended;
+    with the run's ``output`` directory, where the best trial's directory is, if kept."""
+    summary = study_summary(study, output)
     names = [name.removeprefix("values_") for name in objective_names(study)]
     states = ", ".join(f"{count} {state}" for state, count in sorted(summary["states"].items()))
     lines = [
@@ -46,6 +50,8 @@ def markdown_summary(study: optuna.Study, outcome: Outcome | None = None) -> str
                 f"**Best trial #{best['number']}**: {names[0]} = `{_number(best['values'][0])}`",
                 "",
             ]
+            if best.get("trial_dir"):
+                lines += [f"Trial directory: `{_cell(best['trial_dir'])}`", ""]
             if best["params"]:
                 lines += _table(
                     ["param", "value"],

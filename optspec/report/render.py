@@ -20,7 +20,7 @@ def render(study: optuna.Study, fmt: str, source: str | os.PathLike[str]) -> str
     if fmt == "md":
         from optspec.report.markdown import markdown_summary
 
-        return markdown_summary(study)
+        return markdown_summary(study, output=Path(source).parent)
     from optspec.report.html import build_html
 
     return build_html(study, os.fspath(source))
