@@ -95,9 +95,9 @@ def test_best_keeps_exactly_the_best_trials_directory(study_dir: Path) -> None:
     assert f"trial directory: {directory}" in shown.stdout
     results = json.loads((out / "results.json").read_text())
     assert results["best_trial"]["trial_dir"] == directory
-    markdown = optspec("report", out / "study.db", "--format", "md", "-o", "-", cwd=study_dir)
+    markdown = run_cli("report", out / "study.db", "--format", "md", "-o", "-", cwd=study_dir)
     assert f"Trial directory: `{directory}`" in markdown.stdout
-    assert optspec("report", out / "study.db", cwd=study_dir).returncode == 0
+    assert run_cli("report", out / "study.db", cwd=study_dir).returncode == 0
     assert directory in (out / "report.html").read_text()
 
 
