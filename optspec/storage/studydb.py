@@ -548,6 +548,8 @@ def _journal_datetime(utc_text: str | None) -> str | None:
     """Naive UTC text from the file, as the aware ISO text the journal replay parses."""
     if utc_text is None:
         return None
+    if len(utc_text) == 26 and utc_text[10] == " ":  # as SQLAlchemy writes it: no parsing
+        return f"{utc_text[:10]}T{utc_text[11:]}+00:00"
     return datetime.fromisoformat(utc_text).replace(tzinfo=timezone.utc).isoformat()
 
 
