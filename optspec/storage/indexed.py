@@ -5,12 +5,12 @@
 answers by filtering every trial of the study, so each trial costs time proportional to the
 study's size: 5 ms a trial at 10k trials, most of a worker's time at 50k.
 
-:class:`IndexedJournalStorage` answers that one question from an index instead, built only from
-public storage calls:
+:class:`IndexedJournalStorage` answers that one question from an index instead:
 
 * Trial ids are dense and in creation order (the replay gives each new trial ``len(trials)``),
-  so the trials created since the last question are ``get_trial(seen)``, ``get_trial(seen + 1)``,
-  ... until ``KeyError``. Each is looked at once, whichever process created it.
+  so the trials created since the last question are the ids from the last count on, read from
+  the replayed state (``optuna_compat.synced_replay``). Each is looked at once, whichever
+  process created it.
 * A trial is WAITING only from its creation (``enqueue_trial`` and ``add_trial`` create it so; no
   Optuna 5.0 call sets WAITING later: checked in ``optuna/study``, ``optuna/storages``). So the
   newcomers found WAITING are the only candidates; a candidate leaves the index once it is seen
@@ -29,6 +29,8 @@ from typing import Any
 
 from optuna.storages import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from optspec.storage.optuna_compat import synced_replay
 
 __all__ = ["IndexedJournalStorage"]
 
@@ -60,16 +62,16 @@ class IndexedJournalStorage(JournalStorage):
         # The study's existence, checked as JournalStorage does: KeyError when it has none.
         self.get_study_name_from_id(study_id)
         with self._index_lock:
-            seen = self._seen
-            while True:
-                try:
-                    trial = self.get_trial(seen)
-                except KeyError:
-                    break
-                if trial.state == TrialState.WAITING:
-                    self._waiting.append(seen)
-                seen += 1
-            self._seen = seen
+            # The newcomers straight from the replayed state: a worker that starts from the
+            # snapshot of a large study looks at every trial once, without a call per trial.
+            with synced_replay(self) as (_, _, trials, _):
+                count = len(trials)
+                self._waiting += [
+                    trial_id
+                    for trial_id in range(self._seen, count)
+                    if trials[trial_id].state == TrialState.WAITING
+                ]
+            self._seen = count
             found = []
             still = []
             for trial_id in self._waiting:
