@@ -126,7 +126,7 @@ def _ask_until_empty(
     storage: IndexedJournalStorage, enqueued: int, start: Any, results: Any
 ) -> None:
     study = optuna.load_study(study_name="s", storage=storage)
-    start.wait(TIMEOUT)
+    start.wait(TIMEOUT)  # every worker is ready: none takes all the trials before the others
     numbers = []
     while True:
         trial = study.ask()
@@ -146,12 +146,11 @@ def test_enqueued_trials_are_run_once_across_processes() -> None:
         study = optuna.create_study(study_name="s", storage=storage)
         for x in range(count):
             study.enqueue_trial({"x": float(x)})
-        start, results = spawn.Event(), spawn.Queue()
+        start, results = spawn.Barrier(3), spawn.Queue()
         args = (storage, count, start, results)
         workers = [spawn.Process(target=_ask_until_empty, args=args, daemon=True) for _ in range(3)]
         for worker in workers:
             worker.start()
-        start.set()
         popped = [results.get(timeout=TIMEOUT) for _ in workers]
         for worker in workers:
             worker.join(TIMEOUT)
