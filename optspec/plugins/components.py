@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from optspec.config import Config
     from optspec.plugins.manager import PluginManager
-    from optspec.spec.model import Spec
 
 # Keep a respawned worker's seed, and a resumed run's, apart from every other worker's.
 _GENERATION_SEED_STRIDE = 7919
@@ -32,26 +31,6 @@ def _lookup(pm: PluginManager, kind: str, name: str, path: str) -> Any:
         valid = ", ".join(sorted(registry)) or "none"
         raise SpecError(f"{path}: unknown {kind[:-1]} {name!r}; registered {kind}: {valid}")
     return registry[name]
-
-
-def check_names(pm: PluginManager, spec: Spec) -> None:
-    """The sampler, pruner and objective kind a spec names are registered (for ``validate``).
-
-    Options are checked when a run builds the components: that needs optuna's classes, and
-    ``validate`` stays fast without them.
-    """
-    problems = []
-    for kind, name, path in (
-        ("samplers", spec.sampler.name, "sampler.name"),
-        ("pruners", spec.pruner.name, "pruner.name"),
-        ("objectives", spec.objective.kind, "objective.kind"),
-    ):
-        try:
-            _lookup(pm, kind, name, path)
-        except SpecError as exc:
-            problems += exc.problems
-    if problems:
-        raise SpecError(problems)
 
 
 def worker_seed(
