@@ -22,6 +22,18 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *(session.posargs or ["tests"]))
     if EXAMPLE_PLUGIN.is_dir() and not session.posargs:
         session.run("pytest", str(EXAMPLE_PLUGIN / "tests"))
+    if not session.posargs:
+        # The other ways to share the journal, which this (Linux) machine would not pick itself:
+        # the journal and end-to-end run/resume tests again on each.
+        for env in PLATFORM_JOURNALS:
+            session.run("pytest", *JOURNAL_AND_RUN_TESTS, env=env)
+
+
+JOURNAL_AND_RUN_TESTS = ["tests/test_journal.py", "tests/test_run.py", "tests/test_resume.py"]
+PLATFORM_JOURNALS = [
+    {"OPTSPEC_JOURNAL": "portable"},  # macOS and other POSIX systems
+    {"OPTSPEC_JOURNAL": "manager", "OPTSPEC_START_METHOD": "spawn"},  # Windows
+]
 
 
 @nox.session

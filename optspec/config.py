@@ -34,6 +34,9 @@ class Config:
     storage_url: str | None = None
     serve: str | None = None
     """``run --serve [HOST:]PORT``: the study is served over gRPC for ``optspec worker``."""
+    journal: str | None = None
+    """The kind of shared journal the run's workers share (``memfd``, ``portable``,
+    ``manager``: see ``OPTSPEC_JOURNAL``); None on a shared storage and in workers."""
     dashboard_port: int | None = None
     """``run --dashboard [PORT]``: optuna-dashboard serves the live study on 127.0.0.1:PORT."""
     study_db: Path = field(default=Factory(lambda self: self.output / "study.db", takes_self=True))

@@ -7,9 +7,14 @@ every command may use it; the run itself says clearly what is missing (see :func
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import shutil
+import signal
+import subprocess
 from collections.abc import Callable
+from typing import Any
 
 try:  # POSIX only
     import fcntl as _fcntl
@@ -18,8 +23,14 @@ except ImportError:  # Windows
 
 __all__ = [
     "HAS_FCNTL",
+    "HAS_PROCESS_GROUPS",
     "allocate",
+    "end_process_tree",
+    "leader_exited",
+    "lock_directory",
     "lock_file",
+    "new_process_group",
+    "process_exists",
     "register_at_fork",
     "unlock_file",
     "worker_context",
@@ -68,21 +79,86 @@ def unlock_file(fd: int) -> None:
         _fcntl.lockf(fd, _fcntl.LOCK_UN)
 
 
-def flock(fd: int, exclusive: bool = True, blocking: bool = True) -> None:
-    """``flock`` on ``fd`` (a lock of the open file, dropped when its last descriptor closes).
+def lock_directory(path: str | os.PathLike[str]) -> Callable[[], None]:
+    """Hold an exclusive lock on the directory ``path`` until the returned function is called.
 
-    Raises BlockingIOError when ``blocking`` is false and someone else holds it, and OSError
-    where there is no flock (Windows).
+    Raises BlockingIOError when another process holds it. ``flock`` on the directory itself,
+    so no lock file is left behind and the OS drops the lock when its holder dies. Where
+    directories cannot be locked (Windows) nothing is locked: the returned function does
+    nothing, and two processes are not kept from resuming the same study at once.
     """
-    if _fcntl is None:
-        raise OSError("flock needs fcntl (POSIX)")
-    operation = _fcntl.LOCK_EX if exclusive else _fcntl.LOCK_SH
-    _fcntl.flock(fd, operation if blocking else operation | _fcntl.LOCK_NB)
+    if _fcntl is None or not hasattr(os, "O_DIRECTORY"):
+        return lambda: None
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _fcntl.flock(fd, _fcntl.LOCK_EX | _fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return lambda: os.close(fd)
 
 
-def funlock(fd: int) -> None:
-    if _fcntl is not None:
-        _fcntl.flock(fd, _fcntl.LOCK_UN)
+# -- processes ------------------------------------------------------------------------------------
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists. POSIX probes it with signal 0; elsewhere (on Windows
+    ``os.kill`` would end it) the answer is yes: callers use it to clean up after dead
+    processes, and keeping a leftover is better than touching a live process's files."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to someone else
+        return True
+    return True
+
+HAS_PROCESS_GROUPS = hasattr(os, "killpg")
+
+
+def new_process_group() -> dict[str, Any]:
+    """``subprocess.Popen`` keyword arguments that start a command in a group of its own, so
+    that it and every process it starts can be ended together (:func:`end_process_tree`)."""
+    if HAS_PROCESS_GROUPS:
+        return {"start_new_session": True}
+    flag = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)  # Windows
+    return {"creationflags": flag} if flag else {}
+
+
+def leader_exited(process: subprocess.Popen) -> bool:
+    """Whether the process exited, without reaping it where the OS allows (``waitid``).
+
+    Unreaped, its zombie keeps the process group id reserved, so signalling what is left of the
+    group afterwards cannot hit an unrelated process that got the id.
+    """
+    if process.returncode is not None:
+        return True
+    if hasattr(os, "waitid"):
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        return os.waitid(os.P_PID, process.pid, flags) is not None
+    return process.poll() is not None
+
+
+def end_process_tree(process: subprocess.Popen, *, force: bool) -> None:
+    """Ask (``force=False``: SIGTERM) or make (``force=True``: SIGKILL) the process started with
+    :func:`new_process_group` and everything it started end.
+
+    POSIX: the signal goes to its process group. Windows: ``taskkill /T`` ends the tree (with
+    ``/F`` when forced). Elsewhere, or when taskkill is missing, only the process itself.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        if HAS_PROCESS_GROUPS:
+            os.killpg(process.pid, getattr(signal, "SIGKILL" if force else "SIGTERM"))
+            return
+        taskkill = shutil.which("taskkill")
+        if taskkill is not None:
+            argv = [taskkill, "/T", "/PID", str(process.pid)] + (["/F"] if force else [])
+            subprocess.run(argv, capture_output=True, check=False)
+            return
+        if process.returncode is None:
+            process.kill() if force else process.terminate()
 
 
 START_METHOD_VARIABLE = "OPTSPEC_START_METHOD"

@@ -21,6 +21,7 @@ def quadratic(params):
     return (params["x"] - 2) ** 2
 
 def slow(params):
+    open(f"started-{os.getpid()}", "w").close()  # tells a test that trials are running
     time.sleep(0.2)
     return params["x"] ** 2
 
@@ -35,6 +36,7 @@ def flaky(params):
     return x
 
 def hang(params):
+    open(f"started-{os.getpid()}", "w").close()
     if params["x"] > 0:
         time.sleep(60)
     return params["x"]
@@ -131,9 +133,20 @@ def children(pid: int) -> list[tuple[int, bytes]]:
 
 
 def workers_of(pid: int) -> list[int]:
-    """Worker pids of the controller ``pid``: workers are forked by its forkserver child."""
-    servers = [child for child, cmdline in children(pid) if b"forkserver" in cmdline]
-    return [worker for server in servers for worker, _ in children(server)]
+    """Worker pids of the controller ``pid``: forked by its forkserver child, or its own spawned
+    children (``OPTSPEC_START_METHOD=spawn``); not the manager journal's server process."""
+    direct = children(pid)
+    servers = [child for child, cmdline in direct if b"forkserver" in cmdline]
+    candidates = [worker for server in servers for worker, _ in children(server)]
+    candidates += [child for child, cmdline in direct if b"spawn_main" in cmdline]
+    return [worker for worker in candidates if _process_name(worker) != "optspec-journal"]
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
@@ -146,11 +159,21 @@ def wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
     raise AssertionError("workers did not start")
 
 
+def wait_for_trials(study_dir: Path) -> None:
+    """Until a worker runs a trial (of ``slow`` or ``hang``): spawned workers
+    (``OPTSPEC_START_METHOD=spawn``) import everything first."""
+    deadline = time.monotonic() + 60
+    while not list(study_dir.glob("started-*")):
+        assert time.monotonic() < deadline, "no trial started"
+        time.sleep(0.05)
+
+
 def interrupt_running_run(study_dir: Path, objective: str, n_trials: int, times: int) -> str:
     """Start a run, let its workers get going, send SIGINT ``times`` times; its stderr."""
     (study_dir / "study.toml").write_text(spec_text(objective, n_trials=n_trials))
     process = start_run(study_dir)
     wait_for_workers(process, 2)
+    wait_for_trials(study_dir)
     time.sleep(2.0)
     for _ in range(times):
         process.send_signal(signal.SIGINT)

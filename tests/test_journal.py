@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
@@ -273,6 +274,48 @@ def test_a_read_interrupted_half_way_leaves_the_cursor_sound(
         assert len(reader) == 6
 
 
+@pytest.mark.parametrize("kind", LOCKING_KINDS)
+def test_where_stores_may_be_reordered_a_reader_of_new_logs_takes_the_lock(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ARM rule (see optspec.storage.journal, "Ordering"), exercised on any CPU: a read that
+    finds nothing new takes no lock; one that finds something new waits for the writers' lock,
+    which orders it after the last writer's stores."""
+    monkeypatch.setattr(journal_module, "STORES_IN_ORDER", False)
+    with (
+        journal_class(kind)() as journal,
+        pickle.loads(pickle.dumps(journal)) as reader,
+        pickle.loads(pickle.dumps(journal)) as idle,
+    ):
+        journal.append_logs([{"n": 0}])
+        assert list(reader.read_logs(0)) == [{"n": 0}]
+        journal.append_logs([{"n": 1}])
+        assert list(idle.read_logs(0)) == [{"n": 0}, {"n": 1}]
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            take_lock(journal)
+            held.set()
+            release.wait(JOIN_TIMEOUT)
+            release_lock(journal)
+
+        read: list[Any] = []
+        holder = threading.Thread(target=hold)
+        holder.start()
+        reading = threading.Thread(target=lambda: read.extend(reader.read_logs(1)))
+        try:
+            assert held.wait(JOIN_TIMEOUT)
+            assert list(idle.read_logs(2)) == []  # nothing new: no lock, no wait
+            reading.start()
+            reading.join(0.3)
+            assert reading.is_alive(), "read something new without taking the lock"
+        finally:
+            release.set()
+            holder.join(JOIN_TIMEOUT)
+        reading.join(JOIN_TIMEOUT)
+        assert read == [{"n": 1}]
+
+
 INTERRUPTED_APPENDS = textwrap.dedent(
     """
     import errno, random, signal, sys, threading, time
@@ -486,6 +529,45 @@ def hold_the_lock_until_killed(journal: SharedMemoryJournalBackend, holding: Any
     take_lock(journal)
     holding.set()
     time.sleep(JOIN_TIMEOUT * 2)
+
+
+def report_whether_the_lock_is_free(journal: Any, results: Any) -> None:
+    if isinstance(journal, MemfdJournal):
+        from optspec.storage import robust_mutex
+
+        free = robust_mutex.try_lock(journal._pinned[1]) == 0
+        if free:
+            robust_mutex.unlock(journal._pinned[1])
+    else:
+        import fcntl
+
+        try:
+            fcntl.lockf(journal._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            free = False
+        else:
+            free = True
+            fcntl.lockf(journal._lock_file, fcntl.LOCK_UN)
+    results.put(free)
+
+
+@pytest.mark.parametrize("kind", LOCKING_KINDS)
+def test_growing_the_journal_under_the_lock_keeps_the_lock(kind: str) -> None:
+    """Growth maps the file again and drops the old map, mid-append: the lock must survive it
+    (a record lock on the mapped file itself would not: closing any descriptor drops it)."""
+    with journal_class(kind)(initial_size=1) as journal:
+        take_lock(journal)
+        try:
+            journal._grow(len(journal._data) * 4)  # as an append that needs room does
+            results = spawn.Queue()
+            child = start(report_whether_the_lock_is_free, journal, results)
+            assert receive(results, 1) == [False]
+        finally:
+            release_lock(journal)
+        join_all([child])
+        child = start(report_whether_the_lock_is_free, journal, results)
+        assert receive(results, 1) == [True]
+        join_all([child])
 
 
 def append_one(journal: SharedMemoryJournalBackend, results: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.helpers import (
     run_cli,
     spec_text,
     start_run,
+    wait_for_trials,
     wait_for_workers,
 )
 
@@ -327,3 +329,39 @@ def test_a_failure_reason_is_where_people_and_older_tools_look(study_dir: Path) 
         reason = trial.user_attrs["fail_reason"]
         assert "ValueError: broken objective" in reason
         assert trial.system_attrs["fail_reason"] == reason  # where Optuna up to 3.x kept it
+
+
+def _shm_entries() -> set[str]:
+    # Semaphores of other test runs on the machine (sem.mp-*) are not this run's.
+    return {e for e in os.listdir("/dev/shm") if not e.startswith("sem.mp-")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["normal", "sigint", "sigkill"])
+def test_nothing_left_in_shm_or_the_temp_directory(how: str, study_dir: Path) -> None:
+    """Whatever the journal kind (OPTSPEC_JOURNAL) and however the controller ends."""
+    tmp = study_dir / "tmp"
+    tmp.mkdir()
+    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=6 if how == "normal" else 200))
+    before = _shm_entries()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "optspec", "run", "study.toml", "-o", "out", "-q"],
+        cwd=study_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp)},  # a temp directory of its own, to inspect
+    )
+    if how != "normal":
+        wait_for_workers(process, 2)
+        wait_for_trials(study_dir)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT if how == "sigint" else signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == {"normal": 0, "sigint": 130, "sigkill": -9}[how], stderr
+    # After SIGKILL the forkserver, workers and any journal server notice and exit by themselves.
+    deadline = time.monotonic() + 30
+    while (list(tmp.iterdir()) or _shm_entries() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(tmp.iterdir()) == []
+    assert _shm_entries() - before == set()

@@ -54,6 +54,10 @@ class Progress:
             self._consider(trial)
         self.done_before = len(earlier)
         self.started = time.monotonic()
+        if self.config.journal:  # the first line says how the workers share the study
+            workers = self.config.spec.run.worker_count
+            self.stream.write(f"optspec: {workers} workers, {self.config.journal} journal\n")
+            self.stream.flush()
 
     def _consider(self, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState

@@ -9,7 +9,6 @@ there, and kept after a failure, since its logs are what the user reads next.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from optspec import platform
 from optspec.errors import SpecError
 from optspec.objectives.results import TrialFailed
 from optspec.objectives.trial_dirs import RESULTS_FILE, STDERR_FILE, STDOUT_FILE, TrialDirs
@@ -243,7 +243,7 @@ class CommandObjective:
                     stdin=subprocess.DEVNULL,
                     stdout=stdout,
                     stderr=stderr,
-                    start_new_session=True,
+                    **platform.new_process_group(),
                 )
             except OSError as exc:
                 raise TrialFailed(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
@@ -375,38 +375,22 @@ class ResultsFile:
 # -- process handling -----------------------------------------------------------------------------
 
 
-def _leader_exited(process: subprocess.Popen) -> bool:
-    """Whether the command's own process exited, without reaping it where the OS allows.
-
-    Unreaped, its zombie keeps the process group id reserved, so signalling what is left of the
-    group afterwards cannot hit an unrelated process that got the id.
-    """
-    if process.returncode is not None:
-        return True
-    if hasattr(os, "waitid"):
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        return os.waitid(os.P_PID, process.pid, flags) is not None
-    return process.poll() is not None
+_leader_exited = platform.leader_exited
 
 
 def _stop(process: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
-    """End the command's process group: SIGTERM, SIGKILL after ``grace``; reap the command.
+    """End the command and what it started: SIGTERM, SIGKILL after ``grace``; reap the command.
 
     Also called once the command exited by itself, to end children it left running.
     """
     if not _leader_exited(process):
-        _signal_group(process, signal.SIGTERM)
+        platform.end_process_tree(process, force=False)
         deadline = time.monotonic() + grace
         while not _leader_exited(process) and time.monotonic() < deadline:
             time.sleep(0.01)
     if process.returncode is None:  # not reaped yet: the group id is still ours
-        _signal_group(process, signal.SIGKILL)
+        platform.end_process_tree(process, force=True)
     process.wait()
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is already gone
-        os.killpg(process.pid, signum)
 
 
 def _exit_status(returncode: int) -> str:

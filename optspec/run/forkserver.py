@@ -10,32 +10,43 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 
+from optspec import platform
+
 # The built-in objective kinds' modules, not optspec.builtin.objectives: that plugin resolves
-# them through the optspec facade only when a worker calls register_objectives.
+# them through the optspec facade only when a worker calls register_objectives. The last one
+# does something only in the forkserver: see optspec/run/forkserver_exit.py.
 PRELOAD = [
     "optspec.run.worker",
     "optspec.objectives.python",
     "optspec.objectives.command",
     "optuna",
+    "optspec.run.forkserver_exit",
 ]
 
 
-def worker_context() -> multiprocessing.context.ForkServerContext:
-    """Where workers come from: a forkserver that has imported optuna and optspec already.
+def worker_context() -> (
+    multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
+):
+    """Where workers come from: a forkserver that has imported optuna and optspec already,
+    where there is one (:func:`optspec.platform.worker_start_method`); else ``spawn``.
 
     Never plain ``fork``: a forked JournalStorage keeps its parent's worker id. The forkserver
     is a fresh interpreter, so its forks are clean; :func:`start_worker_server` starts it early,
     so its imports overlap with the controller's own setup and every worker, respawns
-    included, starts in milliseconds instead of importing optuna again.
+    included, starts in milliseconds instead of importing optuna again. With spawn every
+    worker imports them itself (Windows, or ``OPTSPEC_START_METHOD=spawn``).
     """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
+    method = platform.worker_start_method()
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(PRELOAD)
     return context
 
 
 def start_worker_server() -> None:
-    """Start the forkserver now (it imports in the background); idempotent."""
-    from multiprocessing import forkserver
+    """Start the forkserver now (it imports in the background), where workers come from one;
+    idempotent."""
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
 
-    worker_context()
-    forkserver.ensure_running()
+        forkserver.ensure_running()

@@ -11,11 +11,10 @@ study.db.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,6 +185,7 @@ def run_study(
     spec = opts.with_budget(spec)
     out = Path(opts.output).absolute() if opts.output is not None else spec.study.output
     _check_output(out, opts.overwrite)
+    journal = _journal_kind() if opts.storage is None else None
     config = Config(
         spec,
         out,
@@ -195,6 +195,7 @@ def run_study(
         dashboard_port=opts.dashboard,
         storage_url=opts.storage,
         serve=opts.serve,
+        journal=journal,
     )
     served_at = _serve_address(opts.serve)
     components = prepare_controller(config, opts.plugins)
@@ -207,7 +208,7 @@ def run_study(
     _set_optuna_verbosity(config)
     with contextlib.ExitStack() as stack:
         if opts.storage is None:
-            backend = stack.enter_context(_new_journal())
+            backend = stack.enter_context(_new_journal(journal))
             study_storage: Any = IndexedJournalStorage(backend)
         else:
             from optspec.storage.remote import open_storage
@@ -289,7 +290,7 @@ def resume_study(
         raise UsageError(f"{study_db} is a directory; give the study.db file of an earlier run")
     if not path.is_file():
         raise UsageError(f"{study_db}: no such file; give the study.db of an earlier run")
-    lock = _lock_for_resume(path)
+    release_lock = _lock_for_resume(path)
     start_worker_server()
     try:
         import optuna
@@ -318,6 +319,7 @@ def resume_study(
                 quiet=opts.quiet,
                 verbose=opts.verbose,
                 study_db=path.with_name("study.db") if _is_journal_file(path) else path,
+                journal=getattr(backend, "kind", None),
             )
             _set_optuna_verbosity(config)
             components = prepare_controller(config, opts.plugins)
@@ -335,7 +337,7 @@ def resume_study(
             _retry_interrupted(study, spec.run.n_trials)
             return _run(config, components.pm, study, backend, pickled_plugins)
     finally:
-        os.close(lock)
+        release_lock()
 
 
 def _overridden(spec: Spec, overrides: Sequence[str | Override]) -> Spec:
@@ -356,11 +358,18 @@ def _set_optuna_verbosity(config: Config) -> None:
     optuna.logging.set_verbosity(optuna.logging.INFO if config.verbose else optuna.logging.WARNING)
 
 
-def _new_journal() -> Any:  # the kind select.py picks for this platform
-    from optspec.storage.select import SharedMemoryJournalBackend
+def _journal_kind() -> str:
+    """The kind of shared journal this machine gives a run (UsageError for a bad choice)."""
+    from optspec.storage.select import chosen_kind
+
+    return chosen_kind()
+
+
+def _new_journal(kind: str | None = None) -> Any:  # None: the kind select.py picks here
+    from optspec.storage.select import journal_class
 
     try:
-        return SharedMemoryJournalBackend()
+        return journal_class(kind)()
     except (MemoryError, OSError) as exc:
         raise StudyFailed(f"cannot create the shared-memory journal: {exc}") from None
 
@@ -468,18 +477,17 @@ def _is_journal_file(path: Path) -> bool:
         return file.read(len(SQLITE_HEADER)) != SQLITE_HEADER
 
 
-def _lock_for_resume(path: Path) -> int:
+def _lock_for_resume(path: Path) -> Callable[[], None]:
     """Hold a lock on study.db's directory while resuming: study.db itself is replaced (a new
-    inode) at every dump, and a lock file would be left behind."""
-    fd = os.open(path.parent, os.O_RDONLY)
+    inode) at every dump, and a lock file would be left behind. Returns its release."""
+    from optspec import platform
+
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return platform.lock_directory(path.parent)
     except BlockingIOError:
-        os.close(fd)
         raise UsageError(
             f"{path} is being resumed by another optspec process; wait for it to finish"
         ) from None
-    return fd
 
 
 def _retry_interrupted(study: optuna.Study, n_trials: int) -> None:

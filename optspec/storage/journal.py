@@ -142,6 +142,16 @@ class SharedJournal(BaseJournalBackend):
     #: The name ``OPTSPEC_JOURNAL`` gives this kind of journal.
     kind: ClassVar[str] = ""
 
+    def __init__(self, initial_size: int = DEFAULT_INITIAL_SIZE) -> None:
+        """A new journal; ``initial_size`` is a hint for the memory reserved up front."""
+        raise NotImplementedError
+
+    def read_logs(self, log_number_from: int) -> Sequence[dict[str, Any]]:
+        raise NotImplementedError
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
     def __len__(self) -> int:
         raise NotImplementedError
 

@@ -19,6 +19,7 @@ A pickled journal is a handle (address, key); unpickling connects to the manager
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -78,7 +79,12 @@ _JournalManager.register("records", callable=_the_records)
 
 
 def _exit_with_creator(creator_alive: Any) -> None:
-    """Runs in the manager process: exit once the creator's end of the pipe is closed."""
+    """Runs in the manager process: exit once the creator's end of the pipe is closed.
+
+    On Linux the process also takes the name ``optspec-journal``, as ps and top show it.
+    """
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("optspec-journal")
 
     def watch() -> None:
         connection.wait([creator_alive])
@@ -91,7 +97,7 @@ def _address() -> Any:
     """Where the manager listens: an address with no file behind it (see the module docstring)."""
     if util.abstract_sockets_supported:
         return f"\0optspec-journal-{os.getpid()}-{secrets.token_hex(8)}"
-    if connection.default_family == "AF_PIPE":
+    if getattr(connection, "default_family", None) == "AF_PIPE":
         return None  # a fresh named pipe
     return ("127.0.0.1", 0)
 

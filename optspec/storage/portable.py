@@ -17,15 +17,17 @@ Sharing
     a process start, it reopens ``/proc/<pid>/fd/<fd>`` where that exists.
 
 Locking
-    A POSIX record lock (``lockf``) on the whole file. The OS drops it when its holder dies,
-    even by SIGKILL, so a killed writer never deadlocks the study, and the publication rule
-    leaves nothing to repair. Not ``flock``: that lock belongs to the open file, which a
-    descriptor passed between processes shares, so it would not exclude them; a record lock
-    belongs to the process. For the same reason it does not exclude the threads of one process,
-    so a re-entrant thread lock per (process, file), shared by every handle of the file in the
-    process, is taken first; and since closing any descriptor of the file drops the process's
-    record locks, a handle closes under that thread lock. Two system calls per append: the
-    benchmark (benchmarks/bench_journal.py) measures what that costs against memfd.
+    A POSIX record lock (``lockf``) on a second deleted file, which is never mapped. The OS
+    drops the lock when its holder dies, even by SIGKILL, so a killed writer never deadlocks
+    the study, and the publication rule leaves nothing to repair. Not ``flock``: that lock
+    belongs to the open file, which a descriptor passed between processes shares, so it would
+    not exclude them; a record lock belongs to the process. A file of its own, because closing
+    *any* descriptor of a file drops the process's record locks on it, and every ``mmap``
+    holds a duplicate descriptor that it closes when it goes: remapping the journal to grow it
+    would drop the lock mid-append. A record lock does not exclude the threads of one process
+    either, so a re-entrant thread lock per (process, journal), shared by every handle of the
+    journal in the process, is taken first, and a handle closes under it. Two system calls per
+    append: the benchmark (benchmarks/bench_journal.py) measures what that costs against memfd.
 
 Ordering
     The lock is a system call, a full barrier, so the rule in :mod:`optspec.storage.journal`
@@ -38,10 +40,16 @@ import errno
 import os
 import tempfile
 import threading
+import weakref
 from typing import Any
 
 from optspec import platform
-from optspec.storage.journal import MappedJournal, check_identity, memory_error
+from optspec.storage.journal import (
+    DEFAULT_INITIAL_SIZE,
+    MappedJournal,
+    check_identity,
+    memory_error,
+)
 
 __all__ = ["FileJournal", "unavailable"]
 
@@ -70,11 +78,20 @@ class FileJournal(MappedJournal):
 
     kind = "portable"
 
+    def __init__(self, initial_size: int = DEFAULT_INITIAL_SIZE) -> None:
+        self._own_lock_file(_deleted_file("lock"))
+        try:
+            super().__init__(initial_size)
+        except BaseException:
+            self._lock_finalizer()
+            raise
+
+    def _own_lock_file(self, fd: int) -> None:
+        self._lock_file = fd
+        self._lock_finalizer = weakref.finalize(self, os.close, fd)
+
     def _create_file(self) -> int:
-        directory = _SHM_DIR if os.access(_SHM_DIR, os.W_OK | os.X_OK) else None
-        fd, path = tempfile.mkstemp(prefix=f"optspec-journal-{os.getpid()}-", dir=directory)
-        os.unlink(path)  # from here on nothing can be left behind
-        return fd
+        return _deleted_file("data")
 
     def _allocate(self, fd: int, offset: int, length: int) -> None:
         try:
@@ -87,7 +104,7 @@ class FileJournal(MappedJournal):
 
     def _attach_lock(self) -> None:
         self._thread_lock = _thread_lock(self._identity)
-        self._lock_fd = self._fd
+        self._lock_fd = self._lock_file
 
     def _detach_lock(self) -> None:
         self._lock_fd = -1
@@ -121,6 +138,7 @@ class FileJournal(MappedJournal):
             return
         with self._thread_lock:  # closing a descriptor drops this process's record lock
             super().close()
+            self._lock_finalizer()
 
     def _after_fork_in_child(self) -> None:
         super()._after_fork_in_child()
@@ -131,37 +149,64 @@ class FileJournal(MappedJournal):
             raise ValueError("cannot pickle a closed journal")
         from multiprocessing import context, reduction
 
-        # Starting a process: multiprocessing hands it a duplicate of the descriptor.
-        passed = reduction.DupFd(self._fd) if context.get_spawning_popen() is not None else None
-        return _attach_to, (os.getpid(), self._fd, *self._identity, passed)
+        fds = (self._fd, self._lock_file)
+        # Starting a process: multiprocessing hands it duplicates of the descriptors.
+        spawning = context.get_spawning_popen() is not None
+        passed = tuple(reduction.DupFd(fd) for fd in fds) if spawning else None
+        return _attach_to, (os.getpid(), fds, self._identity, passed)
 
 
-def _attach_to(pid: int, fd: int, st_dev: int, st_ino: int, passed: Any) -> FileJournal:
-    """Unpickle: open the journal behind ``passed``, or ``fd`` of process ``pid``."""
+def _deleted_file(what: str) -> int:
+    directory = _SHM_DIR if os.access(_SHM_DIR, os.W_OK | os.X_OK) else None
+    fd, path = tempfile.mkstemp(prefix=f"optspec-journal-{os.getpid()}-{what}-", dir=directory)
+    os.unlink(path)  # from here on nothing can be left behind
+    return fd
+
+
+def _attach_to(
+    pid: int, fds: tuple[int, int], identity: tuple[int, int], passed: Any
+) -> FileJournal:
+    """Unpickle: open the journal behind ``passed``, or the ``fds`` of process ``pid``."""
     if passed is not None:
-        own_fd = passed.detach()
-    elif pid == os.getpid():
+        own = [shared.detach() for shared in passed]
+    else:
+        own = []
         try:
-            own_fd = os.dup(fd)
+            for fd in fds:
+                own.append(_reopen(pid, fd))
+        except BaseException:
+            for fd in own:
+                os.close(fd)
+            raise
+    data_fd, lock_fd = own
+    try:
+        check_identity(data_fd, identity, f"process {pid}")
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    journal = FileJournal.__new__(FileJournal)
+    journal._own_lock_file(lock_fd)
+    journal._attach(data_fd)  # owns data_fd from here on, closing it if attaching fails
+    return journal
+
+
+def _reopen(pid: int, fd: int) -> int:
+    """A descriptor of this process for the file that ``fd`` of process ``pid`` refers to."""
+    if pid == os.getpid():
+        try:
+            return os.dup(fd)
         except OSError:
-            own_fd = -1
-        if own_fd < 0:
-            raise OSError(errno.ENOENT, "cannot attach to the journal: it was closed")
-    elif os.path.isdir(f"/proc/{pid}/fd"):
+            raise OSError(errno.ENOENT, "cannot attach to the journal: it was closed") from None
+    if os.path.isdir(f"/proc/{pid}/fd"):
         try:
-            own_fd = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+            return os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
             raise OSError(
                 errno.ENOENT,
                 f"cannot attach to the journal: process {pid} has exited or closed it",
             ) from None
-    else:
-        raise OSError(
-            errno.EOPNOTSUPP,
-            "cannot attach to the journal: on this system a handle attaches only in the process"
-            " that made it or in a process it starts",
-        )
-    check_identity(own_fd, (st_dev, st_ino), f"process {pid}")
-    journal = FileJournal.__new__(FileJournal)
-    journal._attach(own_fd)  # owns own_fd from here on, closing it if attaching fails
-    return journal
+    raise OSError(
+        errno.EOPNOTSUPP,
+        "cannot attach to the journal: on this system a handle attaches only in the process"
+        " that made it or in a process it starts",
+    )

@@ -42,6 +42,7 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import TrialState
 
+from optspec import platform
 from optspec.errors import UsageError
 from optspec.storage.indexed import IndexedJournalStorage
 from optspec.storage.optuna_compat import JournalOperation, journal_backend
@@ -220,19 +221,11 @@ def _remove_abandoned_temp_files(target: Path) -> None:
     directory = target.absolute().parent
     for leftover in directory.glob(f".{target.name}.*{_TMP_SUFFIX}"):
         pid_text = leftover.name[len(target.name) + 2 :].split(".", 1)[0]
-        if pid_text.isdigit() and not _process_exists(int(pid_text)):
+        if pid_text.isdigit() and not platform.process_exists(int(pid_text)):
             with contextlib.suppress(OSError):
                 leftover.unlink()
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, but belongs to someone else
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------------
