@@ -111,6 +111,7 @@ def test_on_a_windows_like_system_everything_but_the_run_works_and_the_run_too(
         ["plugins"],
         ["show", study_db],
         ["export", study_db, "--format", "csv"],
+        ["report", study_db, "-o", tmp_path / "report.html"],
     ):
         result = optspec_as("windows", *args, cwd=tmp_path)
         assert result.returncode == 0, (args, result.stderr)
