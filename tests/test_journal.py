@@ -323,18 +323,22 @@ INTERRUPTED_APPENDS = textwrap.dedent(
     from tests.test_journal import lock_is_free
 
     journal = journal_class(sys.argv[1])()
-    main, stop = threading.main_thread().ident, threading.Event()
+    main, stop, armed = threading.main_thread().ident, threading.Event(), threading.Event()
 
     def interrupt_often():
+        # One signal per arming: none can land while the main thread checks the lock.
         while not stop.is_set():
-            time.sleep(random.uniform(0.0002, 0.002))
-            signal.pthread_kill(main, signal.SIGINT)
+            if armed.wait(0.1):
+                time.sleep(random.uniform(0.0002, 0.002))
+                armed.clear()
+                signal.pthread_kill(main, signal.SIGINT)
 
     threading.Thread(target=interrupt_often, daemon=True).start()
     log = {"trial_id": 1, "param_name": "x", "param_value_internal": 0.5}
     interrupts = 0
     while interrupts < 300:
         try:
+            armed.set()
             while True:
                 journal.append_logs([log])
         except KeyboardInterrupt:
