@@ -696,10 +696,13 @@ def test_growth_is_seen_by_every_process() -> None:
 # -- leftovers -------------------------------------------------------------------------------------
 
 
+# Not this run's: multiprocessing's semaphores of other test runs, PostgreSQL servers that
+# other tests start (the journals here create no semaphores).
+FOREIGN_SHM = ("sem.mp-", "PostgreSQL.")
+
+
 def shm_entries() -> set[str]:
-    # multiprocessing's semaphores (sem.mp-*) from other test runs on the machine are not ours;
-    # the creator scripts below do not use multiprocessing.
-    return {e for e in os.listdir("/dev/shm") if not e.startswith("sem.mp-")}
+    return {e for e in os.listdir("/dev/shm") if not e.startswith(FOREIGN_SHM)}
 
 
 def holders_of_journal(pid: int) -> list[str]:

@@ -331,9 +331,12 @@ def test_a_failure_reason_is_where_people_and_older_tools_look(study_dir: Path) 
         assert trial.system_attrs["fail_reason"] == reason  # where Optuna up to 3.x kept it
 
 
+FOREIGN_SHM = ("sem.mp-", "PostgreSQL.")  # other test runs' semaphores, PostgreSQL servers
+
+
 def _shm_entries() -> set[str]:
     # Semaphores of other test runs on the machine (sem.mp-*) are not this run's.
-    return {e for e in os.listdir("/dev/shm") if not e.startswith("sem.mp-")}
+    return {e for e in os.listdir("/dev/shm") if not e.startswith(FOREIGN_SHM)}
 
 
 @pytest.mark.slow
