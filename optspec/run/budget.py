@@ -41,10 +41,11 @@ from optspec.storage.optuna_compat import (
 )
 
 if TYPE_CHECKING:
-    import multiprocessing.context
     from multiprocessing.synchronize import Semaphore
 
     import optuna
+
+    from optspec.run.forkserver import WorkerContext
 
 ALL_ISSUED = "optspec:all_tickets_issued"
 """Study system attribute: every ticket of the budget is queued; none will follow."""
@@ -70,7 +71,7 @@ class Budget:
         self,
         study: optuna.Study,
         n_trials: int,
-        context: multiprocessing.context.ForkServerContext,
+        context: WorkerContext,
         *,
         tickets: bool,
     ) -> None:

@@ -24,9 +24,11 @@ PRELOAD = [
 ]
 
 
-def worker_context() -> (
-    multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
-):
+#: What workers start from: either context has ``Process``, ``Event``, ``Value`` and the rest.
+WorkerContext = multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
+
+
+def worker_context() -> WorkerContext:
     """Where workers come from: a forkserver that has imported optuna and optspec already,
     where there is one (:func:`optspec.platform.worker_start_method`); else ``spawn``.
 
@@ -36,10 +38,10 @@ def worker_context() -> (
     included, starts in milliseconds instead of importing optuna again. With spawn every
     worker imports them itself (Windows, or ``OPTSPEC_START_METHOD=spawn``).
     """
-    method = platform.worker_start_method()
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(PRELOAD)
+    if platform.worker_start_method() == "spawn":
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
     return context
 
 

@@ -8,8 +8,12 @@ import multiprocessing.connection
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from optspec.run.worker import WorkerSetup, run_worker
+
+if TYPE_CHECKING:
+    from optspec.run.forkserver import WorkerContext
 
 KILL_AFTER = 3.0
 """Seconds between SIGTERM and SIGKILL for a worker that must stop."""
@@ -48,7 +52,7 @@ class Pool:
 
     def __init__(
         self,
-        context: multiprocessing.context.ForkServerContext,
+        context: WorkerContext,
         size: int,
         setup: Callable[[int, int], WorkerSetup],
     ) -> None:
