@@ -46,8 +46,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Every benchmarks/bench_*.py; each prints a table of ratios against its own baseline."""
-    session.install("-e", ".")
+    """Every benchmarks/bench_*.py; each prints a table of ratios against its own baseline.
+
+    bench_storages.py measures PostgreSQL and Redis rows only with servers to measure against:
+    run `eval "$(.ci/services)"` first (it exports their URLs)."""
+    session.install("-e", ".[postgres,redis,grpc]")
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.log(f"--- {script.name}")
         session.run("python", str(script), *session.posargs)
