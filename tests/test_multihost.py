@@ -63,14 +63,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def offer(request: pytest.FixtureRequest, kind: str) -> tuple[list[str], str]:
+    """How the controller offers the study, and the URL a worker joins it by."""
+    if kind.startswith("serve"):
+        port = free_port()
+        served = ["--serve", f"127.0.0.1:{port}"]
+        if kind == "serve-postgres":  # the proxy in front of a database: one client for many
+            served += ["--storage", request.getfixturevalue("postgres_url")]
+        return served, f"grpc://127.0.0.1:{port}"
+    url = request.getfixturevalue(f"{kind}_url")
+    return ["--storage", url], url
+
+
 @pytest.fixture(params=["postgres", "redis", "serve"])
 def shared(request: pytest.FixtureRequest) -> tuple[list[str], str]:
-    """How the controller offers the study, and the URL a worker joins it by."""
-    if request.param == "serve":
-        port = free_port()
-        return ["--serve", f"127.0.0.1:{port}"], f"grpc://127.0.0.1:{port}"
-    url = request.getfixturevalue(f"{request.param}_url")
-    return ["--storage", url], url
+    return offer(request, request.param)
+
+
+@pytest.fixture(params=["postgres", "redis", "serve", "serve-postgres"])
+def shared_with_proxy(request: pytest.FixtureRequest) -> tuple[list[str], str]:
+    return offer(request, request.param)
 
 
 def start(*args: str, cwd: Path, seconds: float) -> subprocess.Popen[str]:
@@ -115,11 +127,12 @@ def test_a_controller_and_two_joined_machines_run_exactly_n_trials(
     # The joined machines start first and wait for the study, so that all three take part.
     joined = [
         start("worker", "study.toml", "--storage", url, "--workers", "2", "-q",
-              cwd=tmp_path, seconds=0.2)
+              cwd=tmp_path, seconds=0.3)
         for _ in range(2)
     ]  # fmt: skip
-    controller = start("run", "study.toml", "-o", "out", "-q", *controller_args,
-                       cwd=tmp_path, seconds=0.2)  # fmt: skip
+    # One worker on the controller: alone it would need 7 s, time for the others to start.
+    controller = start("run", "study.toml", "-o", "out", "-q", "--workers", "1",
+                       *controller_args, cwd=tmp_path, seconds=0.3)  # fmt: skip
     stderr = finish(controller)
     for process in joined:
         finish(process)
@@ -135,11 +148,12 @@ def test_a_controller_and_two_joined_machines_run_exactly_n_trials(
 
 @pytest.mark.slow
 def test_a_joined_machine_killed_mid_trial_loses_its_trial_which_is_retried(
-    tmp_path: Path, shared: tuple[list[str], str]
+    tmp_path: Path, shared_with_proxy: tuple[list[str], str]
 ) -> None:
-    controller_args, url = shared
+    controller_args, url = shared_with_proxy
     (tmp_path / "objectives.py").write_text(OBJECTIVES)
-    (tmp_path / "study.toml").write_text(spec_text("lost", 12, workers=1, heartbeat="1s"))
+    # Enough trials that some are still queued when the lease runs out, even on a slow machine.
+    (tmp_path / "study.toml").write_text(spec_text("lost", 24, workers=1, heartbeat="1s"))
     controller = start("run", "study.toml", "-o", "out", "-q", *controller_args,
                        cwd=tmp_path, seconds=0.5)  # fmt: skip
     victim = start("worker", "study.toml", "--storage", url, "-q", cwd=tmp_path, seconds=0.5)
@@ -153,18 +167,19 @@ def test_a_joined_machine_killed_mid_trial_loses_its_trial_which_is_retried(
     finish(controller)
 
     trials = load(tmp_path / "out" / "study.db").trials
-    assert len(trials) == 12
+    assert len(trials) == 24
     lost = [t for t in trials if t.state == TrialState.FAIL]
     assert lost and all(t.user_attrs["fail_reason"] == "worker lost" for t in lost)
     assert all(t.user_attrs["machine"] == victim.pid for t in lost)
     states = Counter(t.state for t in trials)
-    assert states == {TrialState.COMPLETE: 12 - len(lost), TrialState.FAIL: len(lost)}
+    assert states == {TrialState.COMPLETE: 24 - len(lost), TrialState.FAIL: len(lost)}
     retries = {t.user_attrs.get("retry_of"): t for t in trials if "retry_of" in t.user_attrs}
     for trial in lost:
         assert retries[trial.number].params == trial.params
         assert retries[trial.number].state == TrialState.COMPLETE
-    if controller_args[0] == "--storage":
-        same_trials(tmp_path / "out" / "study.db", url, "lost")
+    if "--storage" in controller_args:
+        storage_url = controller_args[controller_args.index("--storage") + 1]
+        same_trials(tmp_path / "out" / "study.db", storage_url, "lost")
 
 
 @pytest.mark.parametrize("server", ["postgres", "redis"])

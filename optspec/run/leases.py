@@ -110,20 +110,25 @@ class LostTrials:
         if now < self.next_look:
             return []
         self.next_look = now + max(0.2, self.interval / 2)
+        lost: dict[int, FrozenTrial] = {}
         if self.optuna_heartbeat:
-            ids = stale_trial_ids(self.storage, self.study_id)
-            return [self.storage.get_trial(trial_id) for trial_id in ids]
+            for id_ in stale_trial_ids(self.storage, self.study_id):
+                lost[id_] = self.storage.get_trial(id_)
         running = self.storage.get_all_trials(
             self.study_id, deepcopy=False, states=(TrialState.RUNNING,)
         )
         seen: dict[int, tuple[object, float]] = {}
-        lost = []
         for trial in running:
             lease = trial.system_attrs.get(LEASE_ATTR)
-            previous = self.seen.get(trial_id(trial))
+            if self.optuna_heartbeat and lease is None:
+                continue  # beats in Optuna's heartbeat table
+            # Leases also on an RDB storage: workers that joined through `run --serve` in front
+            # of it reach it over gRPC, which carries no heartbeat.
+            id_ = trial_id(trial)
+            previous = self.seen.get(id_)
             since = previous[1] if previous is not None and previous[0] == lease else now
-            seen[trial_id(trial)] = (lease, since)
+            seen[id_] = (lease, since)
             if now - since > MISSED_BEATS * self.interval:
-                lost.append(trial)
+                lost[id_] = trial
         self.seen = seen
-        return lost
+        return list(lost.values())
