@@ -330,9 +330,18 @@ class Controller:
             elif code == EXIT_PLUGIN_FAILED:
                 self.stop("failed", "a plugin raised in on_trial_start (see above)")
             elif code == EXIT_STORAGE_LOST:
-                self.stop("failed", f"worker {worker.index} lost the shared storage (see above)")
+                self._storage_lost(worker.index)
             elif self.outcome is None and not self.pool.terminating:
                 self.pool.start(worker.index)
+
+    def _storage_lost(self, index: int) -> None:
+        url = self.config.storage_url or ""
+        if url.startswith("grpc://"):
+            # A served study lives in its controller: once it stops serving, the study is over
+            # for everyone who joined it. Failing here would only make a job scheduler retry.
+            self.stop("done", f"the controller at {url} stopped serving: the study is over")
+        else:
+            self.stop("failed", f"worker {index} lost the shared storage (see above)")
 
     def _enforce_deadlines(self, now: float) -> None:
         if self.grace_ends is not None and now >= self.grace_ends:

@@ -98,9 +98,29 @@ def run_worker(setup: WorkerSetup) -> None:
     try:
         config, study, objective, pm = _prepare(setup)
     except Exception as exc:  # noqa: BLE001 - reported by the controller, which stops the run
+        if _served_study_gone(setup, exc):
+            print(f"optspec: worker {setup.index}: {setup.config.storage_url} no longer "
+                  "answers: its controller stopped serving", file=sys.stderr)  # fmt: skip
+            sys.exit(EXIT_STORAGE_LOST)
         print(f"optspec: worker {setup.index} could not start: {_reason(exc)}", file=sys.stderr)
         sys.exit(EXIT_SETUP_FAILED)
     _loop(setup, config, study, objective, pm)
+
+
+WORKER_CONNECT_WAIT = 5.0
+"""Seconds a worker process waits for a served (grpc://) study that its ``optspec worker``
+reached already."""
+
+
+def _served_study_gone(setup: WorkerSetup, exc: Exception) -> bool:
+    """A served study (``grpc://``) that stopped answering while this worker started: its
+    controller is done (or gone), which ends the study for everyone who joined it."""
+    from optspec.storage.remote import GRPC_SCHEME, ServerGone
+
+    url = setup.config.storage_url or ""
+    return url.startswith(GRPC_SCHEME) and (
+        isinstance(exc, ServerGone) or "RpcError" in type(exc).__name__
+    )
 
 
 def _take_slot(setup: WorkerSetup) -> None:
@@ -148,6 +168,8 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
         storage = open_storage(
             config.storage_url,  # type: ignore[arg-type]
             heartbeat=config.spec.run.heartbeat,
+            # `optspec worker` itself reached the server just now: no long wait if it is gone.
+            wait=WORKER_CONNECT_WAIT,
         )
     if setup.snapshot is not None and hasattr(storage, "restore_replay_result"):
         storage.restore_replay_result(setup.snapshot)

@@ -28,12 +28,20 @@ class _CannotOpen(UsageError):
     """The storage is there but would not open: maybe a passing race, worth another try."""
 
 
-def open_storage(url: str, *, heartbeat: float | None = None) -> BaseStorage:
+class ServerGone(UsageError):
+    """Nothing answers at a ``grpc://`` address: no controller serves there (any more)."""
+
+
+def open_storage(
+    url: str, *, heartbeat: float | None = None, wait: float | None = None
+) -> BaseStorage:
     """The Optuna storage behind ``url``; a usage error names the URL and what would work.
 
     :param heartbeat: seconds between heartbeats of a running trial. On an RDB storage it turns
         on Optuna's own heartbeat (``heartbeat_interval``, stale after two intervals); other
         storages have none, and optspec's lease (:mod:`optspec.run.leases`) stands in.
+    :param wait: seconds to wait for a ``grpc://`` server to answer (default
+        :data:`GRPC_CONNECT_TIMEOUT`).
 
     Processes started together on a new database race to create Optuna's tables; the loser's
     error goes away when it tries again, so opening is retried a few times.
@@ -48,7 +56,7 @@ def open_storage(url: str, *, heartbeat: float | None = None) -> BaseStorage:
             # worker's start would say nothing the README does not.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
-                return _open(url, heartbeat)
+                return _open(url, heartbeat, GRPC_CONNECT_TIMEOUT if wait is None else wait)
         except _CannotOpen:
             if attempt == OPEN_ATTEMPTS:
                 raise
@@ -61,7 +69,7 @@ def heartbeat_seconds(heartbeat: float) -> int:
     return max(1, math.ceil(heartbeat))
 
 
-def _open(url: str, heartbeat: float | None) -> BaseStorage:
+def _open(url: str, heartbeat: float | None, wait: float) -> BaseStorage:
     import optuna
 
     try:
@@ -70,7 +78,7 @@ def _open(url: str, heartbeat: float | None) -> BaseStorage:
 
             return optuna.storages.JournalStorage(JournalRedisBackend(url))
         if url.startswith(GRPC_SCHEME):
-            return _open_grpc(url)
+            return _open_grpc(url, wait)
         if heartbeat is None:
             return optuna.storages.RDBStorage(url)
         return optuna.storages.RDBStorage(
@@ -101,17 +109,17 @@ GRPC_CONNECT_TIMEOUT = 30.0
 controller serves, as they may start before it creates the study on a database."""
 
 
-def _open_grpc(url: str) -> BaseStorage:
+def _open_grpc(url: str, wait: float) -> BaseStorage:
     import grpc
     from optuna.storages import GrpcStorageProxy
 
     host, port = parse_address(url[len(GRPC_SCHEME) :].rstrip("/"), f"--storage {url}")
     proxy = GrpcStorageProxy(host=host, port=port)
     try:
-        proxy.wait_server_ready(timeout=GRPC_CONNECT_TIMEOUT)
+        proxy.wait_server_ready(timeout=wait)
     except (ConnectionError, grpc.FutureTimeoutError, grpc.RpcError):
-        raise UsageError(
-            f"--storage {url}: nothing answers there after {GRPC_CONNECT_TIMEOUT:g}s; start the "
+        raise ServerGone(
+            f"--storage {url}: nothing answers there after {wait:g}s; start the "
             f"controller with `optspec run SPEC --serve {host}:{port}` (an SSH tunnel works too)"
         ) from None
     return proxy
