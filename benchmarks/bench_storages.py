@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="200,800", help="numbers of trials, comma-separated")
     parser.add_argument("--storages", default="shared-mem,grpc,postgres,redis")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="best of this many interleaved rounds (shared machine)"
+        "--repeat", type=int, default=3, help="best of this many interleaved rounds"
     )
     args, _ = parser.parse_known_args()
     sizes = [int(size) for size in args.sizes.split(",")]
