@@ -52,10 +52,10 @@ ALL_ISSUED = "optspec:all_tickets_issued"
 STOPPED = "optspec:stopped"
 """Study system attribute: why the run stopped; workers take no more tickets."""
 
-MIN_WINDOW = 4
+MIN_WINDOW = 8
 MAX_WINDOW = 1024
-ISSUE_INTERVAL = 0.1
-"""Seconds between the controller's looks at the queue."""
+ISSUE_INTERVAL = 0.05
+"""Seconds between the controller's looks at the queue (its loop's own pace)."""
 IDLE_WAIT = 0.05
 """Seconds a worker waits when the queue is empty before it looks again."""
 STOP_CHECK_INTERVAL = 1.0

@@ -176,7 +176,7 @@ class Controller:
         self.retried: set[int] = set()
         self.announced_stop = False
         if mode is Mode.HOST:
-            self.issuer = TicketIssuer(study, config.spec.run.n_trials, 2 * n_workers)
+            self.issuer = TicketIssuer(study, config.spec.run.n_trials, 4 * n_workers)
             if config.spec.run.heartbeat is not None:
                 self.lost = LostTrials(study, config.spec.run.heartbeat)
         self.slots = Slots(
