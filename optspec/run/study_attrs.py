@@ -135,6 +135,13 @@ def stored_spec(study: optuna.Study, path: Path, spec_dir: str | os.PathLike[str
     return spec.evolve(study=attrs.evolve(spec.study, name=study.study_name, output=path.parent))
 
 
+PER_INVOCATION_KEYS = frozenset(
+    {"run.n_trials", "run.timeout", "run.workers", "run.devices", "run.device_env"}
+)
+"""Keys a joining worker may set differently: the controller alone holds the budget (its
+tickets) and the timeout, and each machine has its own processes and devices."""
+
+
 def check_same_spec(study: optuna.Study, spec: Spec, url: str) -> None:
     """A joining worker runs the spec the study was started with, not an edited copy."""
     stored = _system_attrs(study)
@@ -143,9 +150,13 @@ def check_same_spec(study: optuna.Study, spec: Spec, url: str) -> None:
         return
     from optspec.spec.compare import differing_keys
 
-    keys = differing_keys(str(stored.get(SPEC_ATTR, "")), spec.text)
+    keys = [
+        key
+        for key in differing_keys(str(stored.get(SPEC_ATTR, "")), spec.text)
+        if key not in PER_INVOCATION_KEYS
+    ]
     if not keys:
-        return  # comments or layout only: the same spec
+        return  # comments, layout, or what each invocation sets for itself
     shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
     raise UsageError(
         f"{spec.path}: differs from the spec the study {study.study_name!r} on {url} was "
