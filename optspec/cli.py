@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import enum
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -77,10 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(command(args))
     except OptspecError as exc:
-        print(f"optspec: {exc}" if "\n" not in str(exc) else str(exc), file=sys.stderr)
+        _say(f"optspec: {exc}" if "\n" not in str(exc) else str(exc))
         return int(exit_code_for(exc))
     except KeyboardInterrupt as exc:
-        print("optspec: interrupted", file=sys.stderr)
+        _say("optspec: interrupted")
         return int(exit_code_for(exc))
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
         if args.debug:
@@ -93,6 +94,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return int(exit_code_for(exc))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            _flush(stream)
+
+
+def _say(message: str) -> None:
+    """A message on stderr, if stderr still leads anywhere: a closed pipe (``2>&1 | head -1``)
+    must not turn a finished study into a traceback."""
+    try:
+        print(message, file=sys.stderr)
+    except (OSError, ValueError, AttributeError):  # AttributeError: stderr is None
+        return
+    _flush(sys.stderr)
+
+
+def _flush(stream: object) -> None:
+    """Flush ``stream``; when its reader is gone, point its descriptor at /dev/null, so the
+    interpreter's own flush at exit neither fails nor changes the exit code."""
+    try:
+        stream.flush()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        try:
+            fd = stream.fileno()  # type: ignore[attr-defined]
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -472,7 +501,7 @@ def _worker(args: argparse.Namespace) -> ExitCode:
 def _report(outcome: Outcome) -> ExitCode:
     """The exit code of a run; why it did not simply finish goes to stderr."""
     if outcome.status != "done":
-        print(f"optspec: {outcome.status}: {outcome.message}", file=sys.stderr)
+        _say(f"optspec: {outcome.status}: {outcome.message}")
     return exit_code_for(outcome)
 
 

@@ -7,6 +7,7 @@ Progress goes to stderr, the summary to stdout; ``-q`` silences both.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -32,8 +33,11 @@ class Progress:
 
     def __init__(self, config: Config, stream: TextIO) -> None:
         self.total = config.spec.run.n_trials
-        self.stream = stream
-        self.tty = stream.isatty()
+        self.stream: TextIO | None = stream
+        try:
+            self.tty = stream.isatty()
+        except (OSError, ValueError):  # closed
+            self.tty = False
         self.config = config
         self.started = time.monotonic()
         self.last_drawn = 0.0
@@ -106,15 +110,23 @@ class Progress:
                 else min(width, width * (self.done_before + self.done) // self.total)
             )
             bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r[{bar}] {self.line(now)}\x1b[K")
+            self.write(f"\r[{bar}] {self.line(now)}\x1b[K")
         else:
-            self.stream.write(f"optspec: {self.line(now)}\n")
-        self.stream.flush()
+            self.write(f"optspec: {self.line(now)}\n")
 
     def close(self) -> None:
         if self.tty and self.done:
-            self.stream.write("\n")
+            self.write("\n")
+
+    def write(self, text: str) -> None:
+        """Best effort: a closed terminal or pipe (``| head``) ends the progress, not the study."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
             self.stream.flush()
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            self.stream = None
 
 
 # The run's progress. A module is one plugin object for every run in the process, so the state
@@ -126,6 +138,8 @@ _progress: ContextVar[Progress | None] = ContextVar("optspec_terminal_progress",
 @hookimpl
 def configure(config: Config) -> None:
     show = config.role == "controller" and not config.quiet
+    # sys.stderr is None when the process started with descriptor 2 closed.
+    show = show and sys.stderr is not None
     _progress.set(Progress(config, sys.stderr) if show else None)
 
 
@@ -155,7 +169,15 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generato
         if progress is not None:
             elapsed = time.monotonic() - progress.started
             saved = outcome.artifact("study.db")
-            print(summary_text(study, config, outcome, elapsed, saved=saved is not None))
+            print_best_effort(
+                summary_text(study, config, outcome, elapsed, saved=saved is not None)
+            )
+
+
+def print_best_effort(text: str, file: TextIO | None = None) -> None:
+    """Print, unless the stream is gone (a closed pipe): the study matters more than its log."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=file or sys.stdout, flush=True)
 
 
 def summary_text(

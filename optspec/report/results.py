@@ -338,6 +338,8 @@ def export(
     path: str | os.PathLike[str], *, fmt: str = "csv", output: str | os.PathLike[str] | None = None
 ) -> None:
     """``optspec export``: every trial of ``path`` as CSV or JSON, to ``output`` or stdout."""
+    if output is not None:
+        refuse_overwriting_input(path, output)
     study = open_study_file(path)
     rows = trial_rows(study)
     columns = list(rows[0]) if rows else _fixed_columns(objective_names(study))
@@ -350,6 +352,20 @@ def export(
             raise UsageError(f"-o {output}: cannot write it: {exc.strerror}") from None
         with file:
             _write_rows(columns, rows, fmt, file)
+
+
+def refuse_overwriting_input(
+    study_db: str | os.PathLike[str], output: str | os.PathLike[str]
+) -> None:
+    """``-o`` naming the study file itself (or a link to it) would destroy the study it reads."""
+    try:
+        same = os.path.samefile(study_db, output)
+    except OSError:  # one of them does not exist: nothing to destroy
+        return
+    if same:
+        raise UsageError(
+            f"-o {output}: is the study file being read ({study_db}); choose another output file"
+        )
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

@@ -154,6 +154,8 @@ def dump_storage_to_sqlite(
 
 def _write_rows(sqlite_path: str | os.PathLike[str], rows: Any) -> None:
     target = Path(sqlite_path)
+    if target.is_symlink():  # the temporary files live beside the link's destination
+        target = Path(os.path.realpath(target))
     _remove_abandoned_temp_files(target)
     with _atomic_target(target) as tmp_path:
         create_empty_study_file(tmp_path)
@@ -178,8 +180,12 @@ def _atomic_target(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; when the block succeeds, it becomes ``target``.
 
     On any failure, including KeyboardInterrupt, the temporary file is removed and ``target``
-    keeps its old content.
+    keeps its old content. A ``target`` that is a symbolic link is written through: its final
+    destination gets the new content and the link stays a link, so whatever else points at the
+    study sees it too.
     """
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     directory = target.absolute().parent
     tmp_path = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
     # Not tempfile.mkstemp: its 0o600 would become study.db's mode. 0o666 less the umask is
