@@ -315,7 +315,7 @@ def _add_budget_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--n-trials",
         metavar="N",
-        type=_positive_int,
+        type=_n_trials,
         help="trials the study should hold in all, counting earlier runs",
     )
     parser.add_argument(
@@ -360,14 +360,21 @@ def _add_quiet_option(parser: argparse.ArgumentParser, *, verbose: bool = True) 
         )
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, maximum: int) -> int:
+    expected = f"expected an integer from 1 to {maximum}"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+    if not 1 <= value <= maximum:
+        raise argparse.ArgumentTypeError(f"{expected}, got {value}")
     return value
+
+
+def _n_trials(text: str) -> int:
+    from optspec.spec.tables.run import MAX_TRIALS
+
+    return _positive_int(text, MAX_TRIALS)
 
 
 def _port(text: str) -> int:
@@ -381,7 +388,9 @@ def _port(text: str) -> int:
 
 
 def _workers(text: str) -> int | str:
-    return "auto" if text == "auto" else _positive_int(text)
+    from optspec.spec.tables.run import MAX_WORKERS
+
+    return "auto" if text == "auto" else _positive_int(text, MAX_WORKERS)
 
 
 def _devices(text: str) -> list[str]:

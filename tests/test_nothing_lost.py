@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 OBJECTIVES = """
 import sys, threading, time
@@ -143,3 +144,112 @@ def test_s12_a_closed_stderr_pipe_never_stops_the_study(study_dir: Path) -> None
     assert result.returncode == 0
     assert "saved:" in result.stdout
     assert len(load(study_dir / "out" / "study.db").trials) == 30
+
+
+# -- S8: a thread left running by the objective --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_s8_an_objective_thread_cannot_keep_a_worker_alive(study_dir: Path) -> None:
+    study_db = run_ok(study_dir, spec_text("lingering_thread", n_trials=4))
+    assert [t.state for t in load(study_db).trials] == [TrialState.COMPLETE] * 4
+
+
+# -- S11: sys.exit inside an objective -----------------------------------------------------------
+
+
+def test_s11_sys_exit_in_an_objective_fails_only_its_trial(study_dir: Path) -> None:
+    study_db = run_ok(study_dir, spec_text("exits", n_trials=8))
+    trials = load(study_db).trials
+    assert len(trials) == 8
+    for trial in trials:
+        if trial.number % 2 == 0:
+            assert trial.state == TrialState.FAIL
+            code = 3 + trial.number % 4
+            assert f"sys.exit({code})" in trial.user_attrs["fail_reason"]
+        else:
+            assert trial.state == TrialState.COMPLETE
+
+
+# -- S7, S16: study names that cannot be stored or cannot name a directory -----------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("a\\u0000b", "control character"), ("n" * 5000, "5000 characters long")],
+    ids=["nul", "5000-chars"],
+)
+def test_s7_s16_unusable_study_names_are_spec_errors(
+    study_dir: Path, name: str, problem: str
+) -> None:
+    spec = spec_text("quadratic").replace('name = "s"', f'name = "{name}"')
+    (study_dir / "study.toml").write_text(spec)
+    for command in ("validate", "run"):
+        result = optspec(command, "study.toml", cwd=study_dir)
+        assert result.returncode == 2, result.stderr
+        assert "study.name: " in result.stderr and problem in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (study_dir / "optspec-runs").exists()
+
+
+# -- S9, S10: budgets too large to mean anything, more workers than trials -----------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("", "n_trials"),  # n_trials replaced below
+        ("", "workers"),
+    ],
+)
+def test_s9_s10_upper_bounds_are_spec_errors(study_dir: Path, extra: str, key: str) -> None:
+    spec = spec_text("quadratic")
+    spec = (
+        spec.replace("n_trials = 6", "n_trials = 3000000000")
+        if key == "n_trials"
+        else spec.replace("workers = 2", "workers = 100000")
+    )
+    (study_dir / "study.toml").write_text(spec)
+    result = optspec("run", "study.toml", cwd=study_dir, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"run.{key}: must be an integer from 1 to" in result.stderr
+    option = "--n-trials" if key == "n_trials" else "--workers"
+    result = optspec("run", "study.toml", option, "3000000000", cwd=study_dir, timeout=60)
+    assert result.returncode == 2 and "expected an integer from 1 to" in result.stderr
+
+
+def test_s9_a_huge_budget_costs_nothing_before_the_first_trial(study_dir: Path) -> None:
+    # 10**9 tickets handed out one by one took minutes before any worker started; the first
+    # failed trial (max_failed = 1) now ends the run at once.
+    spec = spec_text("fails", n_trials=10**9, workers=1, extra="max_failed = 1")
+    (study_dir / "study.toml").write_text(spec)
+    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "max_failed = 1 reached" in result.stderr
+    assert [t.state for t in load(study_dir / "out" / "study.db").trials] == [TrialState.FAIL]
+
+
+def test_s10_workers_are_capped_at_the_remaining_budget(study_dir: Path) -> None:
+    spec = spec_text("quadratic", n_trials=3, workers=1000)
+    study_db = run_ok(study_dir, spec)
+    trials = load(study_db).trials
+    assert len(trials) == 3
+    # One worker per trial at most: worker indexes beyond 2 never ran.
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+# -- S17: attribute access in a command placeholder ---------------------------------------------
+
+
+def test_s17_attribute_access_in_a_placeholder_is_caught_by_validate(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(
+        'version = 1\n[objective]\ncommand = ["python", "{x.real}", "{x[0]}"]\n'
+        '[params]\nx = { type = "float", low = 0, high = 1 }\n'
+    )
+    result = optspec("validate", "study.toml", cwd=study_dir)
+    assert result.returncode == 2
+    for index, name in ((1, "x.real"), (2, "x[0]")):
+        assert (
+            f"objective.command[{index}]: placeholder {{{name}}}: attribute and index access "
+            "are not supported" in result.stderr
+        )

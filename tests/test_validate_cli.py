@@ -345,7 +345,7 @@ INVALID = [
         "run.n_trial",
         "did you mean 'n_trials'",
     ),
-    case("run-n-trials-zero", spec(extra="[run]\nn_trials = 0"), "run.n_trials", "integer >= 1"),
+    case("run-n-trials-zero", spec(extra="[run]\nn_trials = 0"), "run.n_trials", "from 1 to"),
     case("run-workers", spec(extra='[run]\nworkers = "many"'), "run.workers"),
     case("run-timeout-words", spec(extra='[run]\ntimeout = "10 minutes"'), "run.timeout", '"10m"'),
     case("run-timeout-negative", spec(extra="[run]\ntimeout = -5"), "run.timeout", "more than 0"),

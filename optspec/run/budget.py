@@ -41,7 +41,7 @@ from optspec.storage.optuna_compat import (
 )
 
 if TYPE_CHECKING:
-    from multiprocessing.synchronize import Semaphore
+    from multiprocessing.sharedctypes import Synchronized
 
     import optuna
 
@@ -77,7 +77,9 @@ class Budget:
     ) -> None:
         self.study = study
         self.n_trials = n_trials
-        self.tickets: Semaphore | None = context.Semaphore(0) if tickets else None
+        # A counter rather than a semaphore released once per trial: handing out n_trials
+        # tickets costs nothing, however large n_trials is (3e9 hung the start before).
+        self.tickets: Synchronized[int] | None = context.Value("q", 0) if tickets else None
 
     def missing(self) -> int:
         """Trials the study needs to reach ``n_trials``; waiting (enqueued) ones do not count."""
@@ -89,8 +91,8 @@ class Budget:
 
     def hand_out(self, count: int) -> None:
         if self.tickets is not None:
-            for _ in range(count):
-                self.tickets.release()
+            with self.tickets.get_lock():
+                self.tickets.value += count
 
     def top_up(self) -> int:
         """Hand out what is missing (tickets lost with a dead worker); returns how many."""
@@ -100,8 +102,9 @@ class Budget:
 
     def withdraw(self) -> None:
         """Take back every ticket not yet taken: workers start no further trial."""
-        while self.tickets is not None and self.tickets.acquire(block=False):
-            pass
+        if self.tickets is not None:
+            with self.tickets.get_lock():
+                self.tickets.value = 0
 
 
 class TicketIssuer:

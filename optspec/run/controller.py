@@ -170,7 +170,8 @@ class Controller:
         self.on_tick = on_tick
         context = worker_context()
         self.budget = Budget(study, config.spec.run.n_trials, context, tickets=mode is Mode.LOCAL)
-        n_workers = config.spec.run.worker_count
+        # No more workers than trials left: each would cost a process start for nothing.
+        n_workers = max(1, min(config.spec.run.worker_count, self.budget.missing()))
         self.issuer: TicketIssuer | None = None
         self.lost: LostTrials | None = None
         self.retried: set[int] = set()

@@ -3,12 +3,16 @@
 Workers start from a ``forkserver`` (:mod:`optspec.run.pool`), never with plain ``fork``: a
 forked JournalStorage keeps its parent's worker id, and Optuna then mixes up which process owns
 which trial. The controller owns signals: a worker ignores SIGINT (the terminal sends it to the
-whole process group) and turns SIGTERM into SystemExit, so a running command objective's process
-is stopped on the way out.
+whole process group) and turns SIGTERM into :class:`WorkerStopped`, so a running command
+objective's process is stopped on the way out.
+
+A worker ends with ``os._exit`` once its last result is told: a thread an objective started and
+never stopped cannot keep it alive (the interpreter's normal exit would join it for ever).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -34,16 +38,17 @@ from optspec.storage.optuna_compat import study_storage, trial_id
 if TYPE_CHECKING:
     from collections.abc import Callable
     from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
-    from multiprocessing.synchronize import Semaphore
 
 IDLE = -1
 """``Slots.trial_numbers`` value while a worker runs no trial."""
 
 # Exit status of a worker that could not set itself up, and of one whose on_trial_start hook
 # raised: a plugin bug that would fail every trial. The controller stops the run on either.
-EXIT_PLUGIN_FAILED = 4
-EXIT_SETUP_FAILED = 3
-EXIT_STORAGE_LOST = 5
+# Unusual numbers: an objective's own sys.exit(n) is a FAIL of its trial and never ends the
+# worker, but an os._exit(n) in an objective still does, and must not read as one of these.
+EXIT_SETUP_FAILED = 213
+EXIT_PLUGIN_FAILED = 214
+EXIT_STORAGE_LOST = 215
 """A worker's shared storage stopped answering (a database down, a served controller gone)."""
 
 
@@ -77,7 +82,7 @@ class WorkerSetup:
     study_name: str
     index: int
     generation: int
-    tickets: Semaphore | None
+    tickets: Synchronized[int] | None
     """One ticket per trial still to run; None on a shared storage, where other machines take
     trials too and the tickets are WAITING trials in the study (:mod:`optspec.run.budget`)."""
     slots: Slots
@@ -90,21 +95,50 @@ class WorkerSetup:
     snapshot: bytes | None = None
 
 
+class WorkerStopped(BaseException):
+    """SIGTERM from the controller: unwinds the running trial (its command is stopped on the
+    way) without being taken for an objective's own ``sys.exit``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum
+
+
 def run_worker(setup: WorkerSetup) -> None:
-    """The worker process's entry point."""
+    """The worker process's entry point; never returns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _take_slot(setup)
+    code = 0
     try:
-        config, study, objective, pm = _prepare(setup)
-    except Exception as exc:  # noqa: BLE001 - reported by the controller, which stops the run
-        if _served_study_gone(setup, exc):
-            print(f"optspec: worker {setup.index}: {setup.config.storage_url} no longer "
-                  "answers: its controller stopped serving", file=sys.stderr)  # fmt: skip
-            sys.exit(EXIT_STORAGE_LOST)
-        print(f"optspec: worker {setup.index} could not start: {_reason(exc)}", file=sys.stderr)
-        sys.exit(EXIT_SETUP_FAILED)
-    _loop(setup, config, study, objective, pm)
+        try:
+            config, study, objective, pm = _prepare(setup)
+        except Exception as exc:  # noqa: BLE001 - reported by the controller, which stops the run
+            if _served_study_gone(setup, exc):
+                _say(f"optspec: worker {setup.index}: {setup.config.storage_url} no longer "
+                     "answers: its controller stopped serving")  # fmt: skip
+                code = EXIT_STORAGE_LOST
+            else:
+                _say(f"optspec: worker {setup.index} could not start: {_reason(exc)}")
+                code = EXIT_SETUP_FAILED
+        else:
+            code = _loop(setup, config, study, objective, pm)
+    except WorkerStopped as exc:
+        code = exc.exit_code
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Leave now, whatever threads the objectives left running; what was printed is flushed."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    os._exit(code)
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # e.g. a closed pipe
+        print(message, file=sys.stderr, flush=True)
 
 
 WORKER_CONNECT_WAIT = 5.0
@@ -138,7 +172,7 @@ def _take_slot(setup: WorkerSetup) -> None:
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise WorkerStopped(signum)
 
 
 def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
@@ -182,7 +216,8 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
     return config, study, components.objective, components.pm
 
 
-def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: Any, pm: Any) -> None:
+def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: Any, pm: Any) -> int:
+    """Trials until the budget is spent or the run stops; returns the exit status."""
     slots, index = setup.slots, setup.index
     controller = os.getppid()
     max_failed = config.spec.run.max_failed or float("inf")
@@ -196,7 +231,7 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
         )
 
     if setup.tickets is not None:
-        next_trial = _semaphore_trials(setup.tickets, study)
+        next_trial = _counted_trials(setup.tickets, study)
     else:
         next_trial = TicketTaker(study, keep_going).next_trial
     heartbeat = None
@@ -206,8 +241,8 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
         try:
             trial = next_trial()
         except StorageLost as exc:
-            print(f"optspec: worker {index}: lost the storage: {exc}", file=sys.stderr)
-            sys.exit(EXIT_STORAGE_LOST)
+            _say(f"optspec: worker {index}: lost the storage: {exc}")
+            return EXIT_STORAGE_LOST
         if trial is None:
             break
         slots.started[index] = time.time()
@@ -220,19 +255,30 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
             failed = not run_trial(study, trial, objective, pm, config)
         except PluginFailed as exc:
             slots.trial_numbers[index] = IDLE
-            print(f"optspec: worker {index}: {exc}", file=sys.stderr)
-            sys.exit(EXIT_PLUGIN_FAILED)
+            _say(f"optspec: worker {index}: {exc}")
+            return EXIT_PLUGIN_FAILED
         if heartbeat is not None:
             heartbeat.stop()
         slots.trial_numbers[index] = IDLE
         if failed:
             with slots.failures.get_lock():
                 slots.failures.value += 1
+    return 0
 
 
-def _semaphore_trials(tickets: Semaphore, study: optuna.Study) -> Callable[[], optuna.Trial | None]:
-    """One machine: a trial for each ticket of the controller's semaphore."""
-    return lambda: study.ask() if tickets.acquire(block=False) else None
+def _counted_trials(
+    tickets: Synchronized[int], study: optuna.Study
+) -> Callable[[], optuna.Trial | None]:
+    """One machine: a trial for each ticket the controller's counter holds."""
+
+    def next_trial() -> optuna.Trial | None:
+        with tickets.get_lock():
+            if tickets.value <= 0:
+                return None
+            tickets.value -= 1
+        return study.ask()
+
+    return next_trial
 
 
 class PluginFailed(Exception):
@@ -268,6 +314,9 @@ def run_trial(
     except Exception as exc:  # noqa: BLE001 - a failing objective fails its trial, not the run
         _fail(study, trial, _reason(exc))
         return False
+    except SystemExit as exc:  # the objective's own sys.exit(n): its trial failed, nothing more
+        _fail(study, trial, f"the objective called sys.exit({exc.code!r}){_where(exc)}")
+        return False
     else:
         study.tell(trial, values)
         if config.verbose:
@@ -298,9 +347,12 @@ def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
 
 def _reason(exc: BaseException) -> str:
     """``Type: message`` and the objective's own line that raised it, short enough for a table."""
+    return f"{type(exc).__name__}: {exc}{_where(exc)}"
+
+
+def _where(exc: BaseException) -> str:
     frame = _own_frame(traceback.extract_tb(exc.__traceback__))
-    where = f" (at {frame.filename}:{frame.lineno})" if frame is not None else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f" (at {frame.filename}:{frame.lineno})" if frame is not None else ""
 
 
 _OPTSPEC_DIR = str(Path(__file__).resolve().parent.parent) + os.sep

@@ -155,7 +155,15 @@ def _command_element(c: Checker, element: Any, path: str, names: set[str]) -> No
     except ValueError as exc:
         c.add(path, f"{exc}; write {{{{ and }}}} for literal braces")
         return
+    valid = ", ".join(sorted(names))
     for name in fields:
-        if name not in names:
-            valid = ", ".join(sorted(names))
+        if re.split(r"[.\[]", name, maxsplit=1)[0] != name:
+            # str.format would look up an attribute or an item of the value: every trial would
+            # fail with a reason that never mentions the spec.
+            c.add(
+                path,
+                f"placeholder {{{name}}}: attribute and index access are not supported; "
+                f"write a plain name ({valid})",
+            )
+        elif name not in names:
             c.add(path, f"placeholder {{{name}}} names no parameter; valid: {valid}")

@@ -18,6 +18,11 @@ RUN_KEYS = (
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+MAX_TRIALS = 10**9
+"""Far beyond what one study.db holds usefully; a clear error instead of an endless start-up."""
+MAX_WORKERS = 1024
+
+
 def check_run(c: Checker, value: Any) -> RunSection:
     table = c.table(value, "run", RUN_KEYS)
     defaults = RunSection()
@@ -26,8 +31,8 @@ def check_run(c: Checker, value: Any) -> RunSection:
         table,
         "workers",
         "run",
-        lambda v: positive(v) or v == "auto",
-        'an integer >= 1 or "auto"',
+        lambda v: (positive(v) and v <= MAX_WORKERS) or v == "auto",
+        f'an integer from 1 to {MAX_WORKERS} or "auto"',
         defaults.workers,
     )
     devices = _devices(c, table)
@@ -42,7 +47,14 @@ def check_run(c: Checker, value: Any) -> RunSection:
         c.add("run.workers", devices_problem(workers, devices, "run.devices"))
         workers = len(devices)
     return RunSection(
-        n_trials=c.get(table, "n_trials", "run", positive, "an integer >= 1", defaults.n_trials),
+        n_trials=c.get(
+            table,
+            "n_trials",
+            "run",
+            lambda v: positive(v) and v <= MAX_TRIALS,
+            f"an integer from 1 to {MAX_TRIALS}",
+            defaults.n_trials,
+        ),
         timeout=c.duration(table, "timeout", "run", defaults.timeout),
         workers=workers,
         max_failed=c.get(table, "max_failed", "run", positive, "an integer >= 1"),

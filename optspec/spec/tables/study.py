@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,20 @@ from optspec.util import is_int
 
 STUDY_KEYS = ("name", "direction", "directions", "objectives", "seed", "output")
 _DIRECTION = '"minimize" or "maximize"'
+MAX_NAME_LENGTH = 128
+"""A study name is also the default output directory's name: file systems stop at 255 bytes."""
+
+
+def _name_problem(name: str) -> str | None:
+    shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}..."
+    if len(name) > MAX_NAME_LENGTH:
+        return f"{shown} is {len(name)} characters long; at most {MAX_NAME_LENGTH}"
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in name):
+        # A NUL cannot be in a file name: the study ran, and then nothing could be saved.
+        return f"{shown} holds a control character"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        return f"{shown} cannot name a directory"
+    return None
 
 
 def check_study(c: Checker, value: Any) -> StudySection:
@@ -24,8 +39,9 @@ def check_study(c: Checker, value: Any) -> StudySection:
         "a non-empty string",
         c.path.stem,
     )
-    if isinstance(name, str) and ("/" in name or "\\" in name or name in (".", "..")):
-        c.add("study.name", f"{name!r} cannot name a directory; use letters, digits, - and _")
+    problem = _name_problem(name) if isinstance(name, str) else None
+    if problem:
+        c.add("study.name", f"{problem}; use letters, digits, - and _")
         name = c.path.stem
     seed = c.get(
         table,
