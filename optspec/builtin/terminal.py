@@ -60,8 +60,7 @@ class Progress:
         self.started = time.monotonic()
         if self.config.journal:  # the first line says how the workers share the study
             workers = self.config.spec.run.worker_count
-            self.stream.write(f"optspec: {workers} workers, {self.config.journal} journal\n")
-            self.stream.flush()
+            self.write(f"optspec: {workers} workers, {self.config.journal} journal\n")
 
     def _consider(self, trial: FrozenTrial) -> None:
         from optuna.trial import TrialState
