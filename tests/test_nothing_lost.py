@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -253,3 +254,118 @@ def test_s17_attribute_access_in_a_placeholder_is_caught_by_validate(study_dir: 
             f"objective.command[{index}]: placeholder {{{name}}}: attribute and index access "
             "are not supported" in result.stderr
         )
+
+
+@pytest.mark.slow
+def test_s6_a_stale_journal_never_replaces_a_newer_study_db(study_dir: Path) -> None:
+    from optspec.storage.studydb import load_from_sqlite, write_fallback_journal
+
+    study_db = run_ok(study_dir, spec_text("quadratic", n_trials=3))
+    backend, _ = load_from_sqlite(study_db)
+    journal = study_db.with_name("study.journal")
+    write_fallback_journal(backend, journal)
+    backend.close()
+    assert optspec("resume", study_db, "--n-trials", "6", "-q", cwd=study_dir).returncode == 0
+    os.utime(journal, ns=(1, 1))  # older than study.db, whatever the clock's resolution
+
+    result = optspec("resume", journal, "--n-trials", "9", "-q", cwd=study_dir)
+    assert result.returncode == 2, result.stderr
+    assert f"optspec resume {study_db}" in result.stderr
+    assert len(load(study_db).trials) == 6
+
+
+# -- S3: one invocation per output directory ----------------------------------------------------
+
+
+def start(study_dir: Path, *args: object, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`optspec run` in a session of its own, as a terminal would start it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "optspec", "run", "study.toml", "-o", "out", *map(str, args)],
+        cwd=study_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+
+
+def session_processes(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (commands start sessions of their own: their parent
+    chain is followed too)."""
+    parents: dict[int, int] = {}
+    sessions: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry.name)] = int(fields[1])
+                sessions[int(entry.name)] = int(fields[3])
+    found = {pid for pid, session in sessions.items() if session == sid}
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return sorted(found)
+
+
+def wait_until(condition, what: str, deadline: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not within {deadline:g}s")
+        time.sleep(0.1)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # exited meanwhile
+        return b""
+
+
+def running_commands(sid: int) -> int:
+    return sum(1 for pid in session_processes(sid) if b"time.sleep" in cmdline(pid))
+
+
+HOLD_SPEC = """
+version = 1
+[study]
+name = "hold"
+[objective]
+# Runs while the file `hold` exists in the spec's directory: the test decides when trials end.
+command = [
+    "{python}",
+    "-c",
+    "import os, sys, time\\nwhile os.path.exists('hold'): time.sleep(0.05)\\nprint(sys.argv[1])",
+    "{x}",
+]
+[params]
+x = { type = "float", low = 0, high = 1 }
+[run]
+n_trials = 6
+workers = 2
+"""
+
+
+@pytest.mark.slow
+def test_s3_one_invocation_per_output_directory(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(HOLD_SPEC + 'checkpoint = "1s"\n')
+    (study_dir / "hold").touch()
+    first = start(study_dir, "-q")
+    study_db = study_dir / "out" / "study.db"
+    try:
+        wait_until(study_db.exists, "a checkpoint")
+        for args in (("run", "study.toml", "-o", "out", "--overwrite"), ("resume", study_db)):
+            second = optspec(*args, "-q", cwd=study_dir)
+            assert second.returncode == 2, second.stderr
+            assert f"is in use by optspec process {first.pid}" in second.stderr
+    finally:
+        (study_dir / "hold").unlink()
+        first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert len(load(study_db).trials) == 6

@@ -143,7 +143,7 @@ def test_a_second_resume_of_the_same_file_is_refused(study_dir: Path) -> None:
         wait_for_workers(first, 1)
         second = run_cli("resume", db, "--n-trials", "50", "-q", cwd=study_dir)
         assert second.returncode == 2
-        assert "being resumed" in second.stderr
+        assert f"is in use by optspec process {first.pid}" in second.stderr
     finally:
         first.wait(timeout=120)
     assert first.returncode == 0

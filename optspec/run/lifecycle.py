@@ -26,6 +26,7 @@ from optspec.config import Config
 from optspec.errors import OptspecError, StudyFailed, UsageError
 from optspec.outcome import Outcome, RunResult
 from optspec.run import trust
+from optspec.run.dirlock import output_locked
 from optspec.run.finish import checkpointer, finish
 from optspec.run.forkserver import start_worker_server
 from optspec.run.setup import pickle_plugins, prepare_controller
@@ -207,6 +208,8 @@ def run_study(
 
     _set_optuna_verbosity(config)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(output_locked(out, "choose another output (-o DIR)"))
+        _check_output(out, opts.overwrite)  # again: another run may have written it meanwhile
         if opts.storage is None:
             backend = stack.enter_context(_new_journal(journal))
             study_storage: Any = IndexedJournalStorage(backend)
@@ -290,6 +293,8 @@ def resume_study(
         raise UsageError(f"{study_db} is a directory; give the study.db file of an earlier run")
     if not path.is_file():
         raise UsageError(f"{study_db}: no such file; give the study.db of an earlier run")
+    _refuse_stale_journal(path)
+    _check_resume_writable(path)
     release_lock = _lock_for_resume(path)
     start_worker_server()
     try:
@@ -480,14 +485,36 @@ def _is_journal_file(path: Path) -> bool:
 def _lock_for_resume(path: Path) -> Callable[[], None]:
     """Hold a lock on study.db's directory while resuming: study.db itself is replaced (a new
     inode) at every dump, and a lock file would be left behind. Returns its release."""
-    from optspec import platform
+    lock = output_locked(path.parent, f"resume a copy of {path.name} elsewhere")
+    lock.__enter__()
+    return lambda: lock.__exit__(None, None, None)
 
-    try:
-        return platform.lock_directory(path.parent)
-    except BlockingIOError:
+
+def _check_resume_writable(path: Path) -> None:
+    """Before any trial runs: resume replaces study.db, or saves study.journal beside it."""
+    directory = Path(os.path.realpath(path)).parent
+    if not os.access(directory, os.W_OK | os.X_OK):
         raise UsageError(
-            f"{path} is being resumed by another optspec process; wait for it to finish"
-        ) from None
+            f"cannot write to {directory}: resuming replaces {path.name} there (or saves "
+            f"study.journal beside it); copy {path.name} to a writable directory and resume that"
+        )
+
+
+def _refuse_stale_journal(path: Path) -> None:
+    """A fallback journal older than the study.db beside it would replace newer trials."""
+    if not _is_journal_file(path):
+        return
+    study_db = path.with_name("study.db")
+    try:
+        newer = study_db.stat().st_mtime_ns > path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return
+    if newer:
+        raise UsageError(
+            f"{path} is older than {study_db}, which resuming it would replace; "
+            f"continue with `optspec resume {study_db}`, or move {study_db} away to go back "
+            f"to {path.name}"
+        )
 
 
 def _retry_interrupted(study: optuna.Study, n_trials: int) -> None:
