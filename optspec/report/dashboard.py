@@ -92,11 +92,12 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> None:
         raise UsageError(INSTALL_HINT.removeprefix("optspec: ")) from None
     from optspec.report.results import open_study_file
     from optspec.storage.optuna_compat import study_storage
+    from optspec.storage.studydb import is_sqlite_file
 
     # Reading the file first turns "not a study" into a clear exit 2 before any server starts,
     # and gives the study's name for the message.
     study = open_study_file(path)
-    storage = _open_rdb_storage(Path(path)) if _is_sqlite(Path(path)) else study_storage(study)
+    storage = _open_rdb_storage(Path(path)) if is_sqlite_file(path) else study_storage(study)
     server = _bind(_dashboard_app(storage), port)
     try:  # from here on Ctrl-C is how a user ends it: even during the prints, it is success
         print(f"optuna-dashboard for study {study.study_name!r} ({path}): {_url(server)}")
@@ -106,13 +107,6 @@ def serve_study_db(path: str | os.PathLike[str], *, port: int = 8080) -> None:
         pass
     finally:
         server.server_close()
-
-
-def _is_sqlite(path: Path) -> bool:
-    from optspec.storage.studydb import SQLITE_HEADER
-
-    with path.open("rb") as file:
-        return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
 
 
 def _open_rdb_storage(path: Path) -> Any:

@@ -476,10 +476,9 @@ def _old_journal_message(directory: Path) -> str:
 
 
 def _is_journal_file(path: Path) -> bool:
-    from optspec.storage.studydb import SQLITE_HEADER
+    from optspec.storage.studydb import is_sqlite_file
 
-    with path.open("rb") as file:
-        return file.read(len(SQLITE_HEADER)) != SQLITE_HEADER
+    return not is_sqlite_file(path)
 
 
 def _lock_for_resume(path: Path) -> Callable[[], None]:
@@ -487,7 +486,11 @@ def _lock_for_resume(path: Path) -> Callable[[], None]:
     inode) at every dump, and a lock file would be left behind. Returns its release."""
     lock = output_locked(path.parent, f"resume a copy of {path.name} elsewhere")
     lock.__enter__()
-    return lambda: lock.__exit__(None, None, None)
+
+    def release() -> None:
+        lock.__exit__(None, None, None)
+
+    return release
 
 
 def _check_resume_writable(path: Path) -> None:

@@ -327,7 +327,7 @@ def load_from_sqlite(
         raise ValueError("load_from_sqlite needs an empty journal backend")
 
     storage = IndexedJournalStorage(backend)  # on the empty journal: nothing to replay yet
-    from_sqlite = _read_header(path) == SQLITE_HEADER
+    from_sqlite = is_sqlite_file(path)
     if from_sqlite:
         study_name, logs = _logs_from_sqlite(path, study_name, check_version)
     else:
@@ -344,10 +344,15 @@ def load_from_sqlite(
     return backend, study
 
 
-def _read_header(path: Path) -> bytes:
+def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an SQLite database (study.db) rather than a journal (study.journal).
+
+    An unreadable file is a :class:`StudyFileError` naming it.
+    """
+    path = Path(path)
     try:
         with open(path, "rb") as file:
-            return file.read(len(SQLITE_HEADER))
+            return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
     except FileNotFoundError:
         raise StudyFileError(path, "no such file") from None
     except IsADirectoryError:
