@@ -369,3 +369,134 @@ def test_s3_one_invocation_per_output_directory(study_dir: Path) -> None:
         first.communicate(timeout=120)
     assert first.returncode == 0
     assert len(load(study_db).trials) == 6
+
+
+# -- S1, S2, S13, S15: the controller and its signals ---------------------------------------------
+
+COMMAND_SPEC = """
+version = 1
+[study]
+name = "cmd"
+[objective]
+command = [
+    "{python}", "-c", "import sys, time; time.sleep(SECONDS); print(float(sys.argv[1]))", "{x}"
+]
+[params]
+x = { type = "float", low = 0, high = 1 }
+[run]
+n_trials = N_TRIALS
+workers = 2
+EXTRA
+"""
+
+
+def command_spec(seconds: float, n_trials: int, extra: str = "") -> str:
+    return (
+        COMMAND_SPEC.replace("SECONDS", str(seconds))
+        .replace("N_TRIALS", str(n_trials))
+        .replace("EXTRA", extra)
+    )
+
+
+@pytest.mark.slow
+def test_s1_a_killed_controller_takes_its_workers_and_commands_along(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(command_spec(0.5, 200, 'checkpoint = "1s"'))
+    process = start(study_dir, "-q")
+    study_db = study_dir / "out" / "study.db"
+    wait_until(lambda: study_db.exists() and running_commands(process.pid) == 2, "a checkpoint")
+    os.kill(process.pid, 9)
+    process.wait()
+    wait_until(lambda: not session_processes(process.pid), "workers and commands gone", 20)
+
+    result = optspec("resume", study_db, "--n-trials", str(len(load(study_db).trials) + 6),
+                     "-q", cwd=study_dir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trials = load(study_db).trials
+    reasons = [t.user_attrs.get("fail_reason", "") for t in trials if t.state == TrialState.FAIL]
+    assert all(reason.startswith("interrupted") for reason in reasons), reasons
+
+
+@pytest.mark.slow
+def test_s2_sighup_to_the_group_saves_and_leaves_nothing(study_dir: Path) -> None:
+    tmp = study_dir / "tmp"
+    tmp.mkdir()
+    (study_dir / "study.toml").write_text(command_spec(0.5, 200))
+    process = start(study_dir, env={**os.environ, "TMPDIR": str(tmp)})
+    wait_until(lambda: running_commands(process.pid) == 2, "commands running")
+    time.sleep(1.0)
+    os.killpg(process.pid, 1)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "finishing 2 running trials; SIGHUP again to stop them now" in stderr
+    wait_until(lambda: not session_processes(process.pid), "every process gone", 20)
+    assert not list(tmp.iterdir()), "multiprocessing left files in TMPDIR"
+    trials = load(study_dir / "out" / "study.db").trials
+    assert trials and all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.slow
+def test_s13_one_ctrl_c_waits_for_running_trials_and_says_so(study_dir: Path) -> None:
+    from optspec.run.controller import GRACE_PERIOD
+
+    (study_dir / "study.toml").write_text(HOLD_SPEC)
+    (study_dir / "hold").touch()
+    process = start(study_dir)
+    wait_until(lambda: running_commands(process.pid) == 2, "commands running")
+    os.killpg(process.pid, 2)  # Ctrl-C: the terminal signals the whole group
+    # Longer than any grace period: the running trials are still waited for.
+    time.sleep(GRACE_PERIOD + 2)
+    assert process.poll() is None and running_commands(process.pid) == 2
+    (study_dir / "hold").unlink()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.count("finishing 2 running trials; Ctrl-C again to stop them now") == 1
+    trials = load(study_dir / "out" / "study.db").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+
+
+@pytest.mark.slow
+def test_s13_sigterm_to_the_group_marks_trials_interrupted_for_resume(study_dir: Path) -> None:
+    (study_dir / "study.toml").write_text(HOLD_SPEC)
+    (study_dir / "hold").touch()
+    process = start(study_dir, "-q")
+    wait_until(lambda: running_commands(process.pid) == 2, "commands running")
+    os.killpg(process.pid, 15)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    wait_until(lambda: not session_processes(process.pid), "every process gone", 20)
+    study_db = study_dir / "out" / "study.db"
+    trials = load(study_db).trials
+    assert len(trials) == 2
+    assert all(t.system_attrs.get("optspec:interrupted") for t in trials), trials
+
+    (study_dir / "hold").unlink()
+    result = optspec("resume", study_db, "-q", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    trials = load(study_db).trials
+    assert len(trials) == 6
+    assert sorted(t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs) == [0, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 0.3, 0.6])
+def test_s15_ctrl_c_right_after_start(study_dir: Path, delay: float) -> None:
+    (study_dir / "study.toml").write_text(spec_text("quadratic", n_trials=1000))
+    process = start(study_dir, "-q")
+
+    def forkserver_started() -> bool:
+        return any(b"forkserver" in cmdline(pid) for pid in session_processes(process.pid))
+
+    # The window of the issue: the forkserver imports optuna while the controller sets up.
+    wait_until(forkserver_started, "the forkserver")
+    time.sleep(delay)
+    os.killpg(process.pid, 2)
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr and "EOFError" not in stderr, stderr
+    assert process.returncode in (0, 130), stderr
+    wait_until(lambda: not session_processes(process.pid), "every process gone", 20)
+    study_db = study_dir / "out" / "study.db"
+    if study_db.exists():
+        assert load(study_db).trials, "a study.db without trials blocks the next run"
+    else:
+        assert optspec("run", "study.toml", "-o", "out", "-q", "--n-trials", "2",
+                       cwd=study_dir).returncode == 0  # fmt: skip

@@ -31,10 +31,21 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generato
     try:
         return (yield)
     finally:
-        write_study_db(study, config)
-        outcome.record_artifact("study.db", config.study_db, plugin=NAME)
-        results = _write_results(study, config)
-        outcome.record_artifact("results.json", results, plugin=NAME)
+        if not _interrupted_before_any_trial(study, config, outcome):
+            write_study_db(study, config)
+            outcome.record_artifact("study.db", config.study_db, plugin=NAME)
+            results = _write_results(study, config)
+            outcome.record_artifact("results.json", results, plugin=NAME)
+
+
+def _interrupted_before_any_trial(study: optuna.Study, config: Config, outcome: Outcome) -> bool:
+    """A Ctrl-C right after start: an empty study.db would only make the next `run` of the same
+    spec demand --overwrite. There is nothing to save; an existing study.db stays as it is."""
+    return (
+        outcome.status == "interrupted"
+        and not config.study_db.exists()
+        and not study.get_trials(deepcopy=False)
+    )
 
 
 @hookimpl

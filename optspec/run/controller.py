@@ -16,16 +16,26 @@ Watching
     (its own failing of a dead worker's trial included).
 
 Stopping
-    The first SIGINT or SIGTERM, the timeout or ``max_failed`` take the remaining tickets back;
-    running trials may finish for :data:`GRACE_PERIOD` seconds. A second signal or the end of the
-    grace period terminates the workers. Trials a dead or stopped worker leaves RUNNING become
-    FAIL with the reason in the ``fail_reason`` user attribute.
+    The first SIGINT, SIGTERM or SIGHUP takes the remaining tickets back, says how many trials are
+    still running, and waits for them however long they take; a second one stops them now. The
+    timeout starts no new trial and waits for the running ones likewise (``trial_timeout`` bounds
+    them). ``max_failed`` and a plugin's failure give running trials :data:`GRACE_PERIOD` seconds.
+    Trials stopped by the run, or by a stop signal from outside (SIGTERM to the process group),
+    are marked interrupted, so ``resume`` runs them again. Trials a dead or stopped worker leaves
+    RUNNING become FAIL with the reason in the ``fail_reason`` user attribute.
+
+Lifeline
+    Every worker holds the reading end of a pipe whose only writing end is the controller's. When
+    the controller dies, even by SIGKILL, the worker reads EOF and stops itself (and the command
+    it runs) within a second: the forkserver, not the controller, is the workers' parent, so
+    ``os.getppid()`` would never change.
 
 The budget lives in :mod:`optspec.run.budget`, the processes in :mod:`optspec.run.pool`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import pickle
 import sys
@@ -39,7 +49,7 @@ from optspec.run.budget import Budget, TicketIssuer
 from optspec.run.forkserver import worker_context
 from optspec.run.leases import WORKER_LOST, LostTrials
 from optspec.run.pool import Pool
-from optspec.run.signals import signals_handled
+from optspec.run.signals import STOP_SIGNALS, signals_handled
 from optspec.run.study_attrs import RETRY_OF_ATTR, record_fail_reason
 from optspec.run.worker import (
     EXIT_PLUGIN_FAILED,
@@ -63,7 +73,7 @@ if TYPE_CHECKING:
     from optspec.plugins.manager import PluginManager
 
 GRACE_PERIOD = 10.0
-"""Seconds running trials get to finish once the run stops handing out trials."""
+"""Seconds running trials get once ``max_failed`` or a plugin's failure stopped the run."""
 TRIAL_TIMEOUT_SLACK = 2.0
 """Extra seconds before the controller kills a worker over ``trial_timeout``: a command
 objective stops its own process first and records a clearer reason."""
@@ -186,6 +196,9 @@ class Controller:
             context.Value("q", 0),
             context.Value("b", 0),
         )
+        # The controller's end of the lifeline: never written, closed only by the controller's
+        # exit, whichever way it happens.
+        self.lifeline_end, self.lifeline = context.Pipe(duplex=False)  # (reader, writer)
         self.pool = Pool(context, n_workers, self._worker_setup(plugin_objects))
         # keep_trial_dirs = "best" / "none": only the controller sees every trial end.
         self.trial_dirs = BestTrialDirs(config.spec, config.output)
@@ -195,6 +208,9 @@ class Controller:
         self.outcome: Outcome | None = None
         self.grace_ends: float | None = None
         self.signals = 0
+        self.announce: str | None = None
+        """A line for stderr, set by the signal handler and printed by the loop (printing
+        inside the handler could interrupt a print of the main thread)."""
 
     def _worker_setup(self, plugin_objects: bytes) -> Callable[[int, int], WorkerSetup]:
         snapshot = None
@@ -220,6 +236,7 @@ class Controller:
                 sys_path=tuple(sys.path),
                 trials_before=trials_before,
                 snapshot=snapshot,
+                lifeline=self.lifeline_end,
             )
 
         return setup
@@ -244,7 +261,8 @@ class Controller:
                     self._reap()
                     now = time.monotonic()
                     if run.timeout is not None and now - started >= run.timeout:
-                        self.stop("done", f"timeout of {_seconds(run.timeout)} reached")
+                        self.stop("done", f"timeout of {_seconds(run.timeout)} reached", grace=None)
+                    self._say_announcement()
                     self._enforce_deadlines(now)
                     self._issue_tickets()
                     self._fail_lost_trials()
@@ -268,13 +286,16 @@ class Controller:
             watcher.close()
             if self.mode is not Mode.JOIN:
                 self.trial_dirs.close()
+            self.lifeline.close()
+            self.lifeline_end.close()
         return self.outcome or Outcome("done", f"{self.config.spec.run.n_trials} trials reached")
 
-    def stop(self, status: str, message: str) -> None:
-        """Hand out no more trials; running ones get the grace period. The first reason wins."""
+    def stop(self, status: str, message: str, *, grace: float | None = GRACE_PERIOD) -> None:
+        """Hand out no more trials; running ones get ``grace`` seconds (None: as long as they
+        take). The first reason wins."""
         if self.outcome is None:
             self.outcome = Outcome(status, message)  # type: ignore[arg-type]
-            self.grace_ends = time.monotonic() + GRACE_PERIOD
+            self.grace_ends = None if grace is None else time.monotonic() + grace
         self.slots.stop.value = 1
         self.budget.withdraw()
 
@@ -322,10 +343,14 @@ class Controller:
             self.slots.trial_numbers[worker.index] = IDLE
             if code == 0 and trial_number == IDLE:
                 continue
+            # Stopped by a signal from outside (SIGTERM to the whole process group), not by this
+            # controller (trial_timeout): the trial did not fail, it was interrupted, and resume
+            # runs it again.
+            interrupted = worker.interrupted or (
+                worker.stop_reason is None and code in _STOPPED_CODES
+            )
             if trial_number != IDLE:
-                self._fail_trial(
-                    trial_number, worker.exit_reason(code), interrupted=worker.interrupted
-                )
+                self._fail_trial(trial_number, worker.exit_reason(code), interrupted=interrupted)
             if code == EXIT_SETUP_FAILED:
                 self.stop("failed", f"worker {worker.index} could not start (see above)")
             elif code == EXIT_PLUGIN_FAILED:
@@ -417,9 +442,29 @@ class Controller:
         self.signals += 1
         if self.signals == 1:
             self.outcome = None if self.outcome and self.outcome.status == "done" else self.outcome
-            self.stop("interrupted", f"interrupted by {name}")
+            self.stop("interrupted", f"interrupted by {name}", grace=None)
+            numbers = self.slots.trial_numbers
+            running = sum(1 for index in range(self.pool.size) if numbers[index] != IDLE)
+            again = "Ctrl-C" if name == "SIGINT" else name
+            self.announce = (
+                f"optspec: finishing {running} running trials; {again} again to stop them now"
+            )
         else:
             self.grace_ends = time.monotonic()  # the loop terminates the workers now
+
+    def _say_announcement(self) -> None:
+        if self.announce is not None and not self.config.quiet:
+            # No terminal any more after a SIGHUP: the line is best effort.
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                print(f"\n{self.announce}", file=sys.stderr, flush=True)
+        self.announce = None
+
+
+_STOPPED_CODES = frozenset(
+    code
+    for sig in STOP_SIGNALS
+    for code in (-sig, 128 + sig)  # by the signal, or by its handler
+)
 
 
 def _seconds(value: float) -> str:

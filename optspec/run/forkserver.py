@@ -11,6 +11,7 @@ import multiprocessing
 import multiprocessing.context
 
 from optspec import platform
+from optspec.run.signals import stop_signals_ignored
 
 # The built-in objective kinds' modules, not optspec.builtin.objectives: that plugin resolves
 # them through the optspec facade only when a worker calls register_objectives. The last one
@@ -47,8 +48,18 @@ def worker_context() -> WorkerContext:
 
 def start_worker_server() -> None:
     """Start the forkserver now (it imports in the background), where workers come from one;
-    idempotent."""
-    if worker_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
+    idempotent.
 
-        forkserver.ensure_running()
+    It starts deaf to the stop signals, and so does multiprocessing's resource tracker: both are
+    in the terminal's process group. A Ctrl-C during the forkserver's imports killed it with a
+    traceback (the run then failed with EOFError), and a SIGHUP to the group killed the resource
+    tracker, which then never removed the run's semaphores from /dev/shm. An ignored signal stays
+    ignored across exec, and the forkserver's children (the workers) inherit that too; the
+    controller stops them itself.
+    """
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver, resource_tracker
+
+        with stop_signals_ignored():
+            resource_tracker.ensure_running()
+            forkserver.ensure_running()

@@ -576,6 +576,8 @@ def _run(
         ).run()
     except OptspecError as exc:
         outcome = Outcome("failed", str(exc))
+    except KeyboardInterrupt:  # before the controller's own handler was in place
+        outcome = Outcome("interrupted", "interrupted by SIGINT while starting")
     except Exception as exc:  # noqa: BLE001 - a plugin's bug fails the study, study.db is kept
         outcome = Outcome("failed", f"a plugin raised: {type(exc).__name__}: {exc}")
     finally:

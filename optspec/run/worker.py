@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import sysconfig
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -37,6 +38,7 @@ from optspec.storage.optuna_compat import study_storage, trial_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from multiprocessing.connection import Connection
     from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 
 IDLE = -1
@@ -93,6 +95,8 @@ class WorkerSetup:
     in modules only the controller's sys.path reaches, such as a test file)."""
     sys_path: tuple[str, ...] = ()
     snapshot: bytes | None = None
+    lifeline: Connection | None = None
+    """The reading end of a pipe only the controller can write to: EOF means it died."""
 
 
 class WorkerStopped(BaseException):
@@ -107,10 +111,16 @@ class WorkerStopped(BaseException):
 def run_worker(setup: WorkerSetup) -> None:
     """The worker process's entry point; never returns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: the controller decides, as for Ctrl-C
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _take_slot(setup)
     code = 0
     try:
+        if setup.lifeline is not None:
+            threading.Thread(
+                target=_watch_lifeline, args=(setup.lifeline,), name="optspec-lifeline", daemon=True
+            ).start()
         try:
             config, study, objective, pm = _prepare(setup)
         except Exception as exc:  # noqa: BLE001 - reported by the controller, which stops the run
@@ -126,6 +136,29 @@ def run_worker(setup: WorkerSetup) -> None:
     except WorkerStopped as exc:
         code = exc.exit_code
     _exit(code)
+
+
+LIFELINE_GRACE = 5.0
+"""Seconds a worker whose controller died gives its trial's command to stop, before exiting."""
+
+
+def _watch_lifeline(lifeline: Connection) -> None:
+    """Stop this worker when the controller dies: nobody would save its trials.
+
+    The forkserver, not the controller, is a worker's parent, so ``os.getppid()`` never changes
+    when the controller dies. SIGTERM to itself unwinds the running trial like the controller's
+    own SIGTERM would, so a command objective's process group is stopped on the way out;
+    ``os._exit`` follows in case the main thread is stuck in code that never returns to the
+    interpreter.
+    """
+    try:
+        while True:
+            lifeline.recv_bytes()  # the controller never writes: this returns only at EOF
+    except (EOFError, OSError):
+        pass
+    signal.raise_signal(signal.SIGTERM)
+    time.sleep(LIFELINE_GRACE)
+    _exit(128 + signal.SIGTERM)
 
 
 def _exit(code: int) -> None:
@@ -219,16 +252,10 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
 def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: Any, pm: Any) -> int:
     """Trials until the budget is spent or the run stops; returns the exit status."""
     slots, index = setup.slots, setup.index
-    controller = os.getppid()
     max_failed = config.spec.run.max_failed or float("inf")
 
     def keep_going() -> bool:
-        # A worker outliving a SIGKILLed controller would run trials nobody saves.
-        return (
-            os.getppid() == controller
-            and not slots.stop.value
-            and slots.failures.value < max_failed
-        )
+        return not slots.stop.value and slots.failures.value < max_failed
 
     if setup.tickets is not None:
         next_trial = _counted_trials(setup.tickets, study)
