@@ -500,3 +500,28 @@ def test_s15_ctrl_c_right_after_start(study_dir: Path, delay: float) -> None:
     else:
         assert optspec("run", "study.toml", "-o", "out", "-q", "--n-trials", "2",
                        cwd=study_dir).returncode == 0  # fmt: skip
+
+
+# -- S14: a grid smaller than n_trials -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["grid", "bruteforce"])
+def test_s14_an_exhausted_grid_ends_the_study_cleanly(study_dir: Path, sampler: str) -> None:
+    spec = (
+        spec_text("grid", n_trials=10)
+        .replace('{ type = "float", low = -10, high = 10 }', '{ type = "int", low = 0, high = 2 }')
+        .replace('name = "random"', f'name = "{sampler}"')
+    )
+    (study_dir / "study.toml").write_text(spec)
+    result = optspec("run", "study.toml", "-o", "out", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Study.stop" not in result.stderr
+    assert "search space is exhausted" in result.stdout + result.stderr
+    trials = load(study_dir / "out" / "study.db").trials
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    points = sorted(t.params["x"] for t in trials)
+    if sampler == "grid":  # the brute-force sampler may repeat a point two workers raced for
+        assert points == [0, 1, 2]
+    else:
+        assert set(points) == {0, 1, 2}

@@ -50,3 +50,25 @@ def grid_values(spec: Spec) -> dict[str, list[Any]]:
             count = round((param.high - param.low) / param.step) + 1
             grid[param.name] = [param.low + index * param.step for index in range(count)]
     return grid
+
+
+GRID_SAMPLERS = ("grid", "bruteforce")
+"""Samplers that try each point of the declared grid once, then call ``study.stop()``."""
+
+
+def grid_size(spec: Spec) -> int | None:
+    """Points of the declared grid when the sampler tries each once; None for other samplers.
+
+    Counted, not listed: an int parameter over a wide range would make a list of every value.
+    """
+    if spec.sampler.name not in GRID_SAMPLERS:
+        return None
+    size = 1
+    for param in spec.search_params:
+        if isinstance(param, CategoricalParam):
+            size *= len(param.choices)
+        elif isinstance(param, IntParam):
+            size *= len(range(param.low, param.high + 1, param.step))
+        elif param.step is not None:
+            size *= round((param.high - param.low) / param.step) + 1
+    return size

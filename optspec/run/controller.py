@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from optspec.objectives.space import grid_size
 from optspec.objectives.trial_dirs import BestTrialDirs
 from optspec.outcome import Outcome
 from optspec.run.budget import Budget, TicketIssuer
@@ -179,7 +180,10 @@ class Controller:
         self.backend = backend
         self.on_tick = on_tick
         context = worker_context()
-        self.budget = Budget(study, config.spec.run.n_trials, context, tickets=mode is Mode.LOCAL)
+        # A grid-like sampler repeats points once every one was tried: no more trials than points.
+        self.grid_size = grid_size(config.spec)
+        self.n_trials = min(config.spec.run.n_trials, self.grid_size or config.spec.run.n_trials)
+        self.budget = Budget(study, self.n_trials, context, tickets=mode is Mode.LOCAL)
         # No more workers than trials left: each would cost a process start for nothing.
         n_workers = max(1, min(config.spec.run.worker_count, self.budget.missing()))
         self.issuer: TicketIssuer | None = None
@@ -187,7 +191,7 @@ class Controller:
         self.retried: set[int] = set()
         self.announced_stop = False
         if mode is Mode.HOST:
-            self.issuer = TicketIssuer(study, config.spec.run.n_trials, 4 * n_workers)
+            self.issuer = TicketIssuer(study, self.n_trials, 4 * n_workers)
             if config.spec.run.heartbeat is not None:
                 self.lost = LostTrials(study, config.spec.run.heartbeat)
         self.slots = Slots(
@@ -259,6 +263,9 @@ class Controller:
                 while True:
                     self._report_finished(watcher)
                     self._reap()
+                    if self.slots.stop.value and self.outcome is None:
+                        # Only a worker whose sampler called study.stop() sets it on its own.
+                        self.stop("done", self._exhausted())
                     now = time.monotonic()
                     if run.timeout is not None and now - started >= run.timeout:
                         self.stop("done", f"timeout of {_seconds(run.timeout)} reached", grace=None)
@@ -288,7 +295,13 @@ class Controller:
                 self.trial_dirs.close()
             self.lifeline.close()
             self.lifeline_end.close()
-        return self.outcome or Outcome("done", f"{self.config.spec.run.n_trials} trials reached")
+        if self.outcome is None and self.n_trials < self.config.spec.run.n_trials:
+            return Outcome("done", self._exhausted())
+        return self.outcome or Outcome("done", f"{self.n_trials} trials reached")
+
+    def _exhausted(self) -> str:
+        points = f"its {self.grid_size} points" if self.grid_size else "every point"
+        return f"the search space is exhausted: {points} were tried"
 
     def stop(self, status: str, message: str, *, grace: float | None = GRACE_PERIOD) -> None:
         """Hand out no more trials; running ones get ``grace`` seconds (None: as long as they

@@ -70,7 +70,8 @@ class Slots:
     objective, waiting for the controller to notice ``max_failed`` would spend the budget."""
     stop: Synchronized[int]
     """Set by the controller: take no more trials (on a shared storage, where the budget is
-    queued in the study rather than handed out through the semaphore)."""
+    queued in the study rather than handed out through the semaphore). Also set by a worker
+    whose grid-like sampler has no point left (:class:`WorkerStudy`)."""
 
 
 @frozen
@@ -240,13 +241,24 @@ def _prepare(setup: WorkerSetup) -> tuple[Config, optuna.Study, Any, Any]:
         )
     if setup.snapshot is not None and hasattr(storage, "restore_replay_result"):
         storage.restore_replay_result(setup.snapshot)
-    study = optuna.load_study(
+    study = WorkerStudy(
         study_name=setup.study_name,
         storage=storage,
         sampler=components.sampler,
         pruner=components.pruner,
     )
     return config, study, components.objective, components.pm
+
+
+class WorkerStudy(optuna.Study):
+    """The grid and brute-force samplers call ``study.stop()`` from ``tell`` once every point
+    was tried. Optuna allows that only inside ``optimize``, which workers do not use: it would
+    raise after the trial was stored. Here it ends the worker's run cleanly instead."""
+
+    exhausted = False
+
+    def stop(self) -> None:
+        self.exhausted = True
 
 
 def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: Any, pm: Any) -> int:
@@ -290,6 +302,9 @@ def _loop(setup: WorkerSetup, config: Config, study: optuna.Study, objective: An
         if failed:
             with slots.failures.get_lock():
                 slots.failures.value += 1
+        if getattr(study, "exhausted", False):
+            slots.stop.value = 1  # no point left: the controller ends the run as done
+            break
     return 0
 
 
