@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import enum
 import math
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from optspec import __version__
 from optspec.errors import OptspecError, UsageError
+from optspec.util import flush_or_silence
 
 if TYPE_CHECKING:
     from optspec.outcome import Outcome
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_code_for(exc))
     finally:
         for stream in (sys.stdout, sys.stderr):
-            _flush(stream)
+            flush_or_silence(stream)
 
 
 def _say(message: str) -> None:
@@ -106,22 +106,10 @@ def _say(message: str) -> None:
         print(message, file=sys.stderr)
     except (OSError, ValueError, AttributeError):  # AttributeError: stderr is None
         return
-    _flush(sys.stderr)
+    flush_or_silence(sys.stderr)
 
 
-def _flush(stream: object) -> None:
-    """Flush ``stream``; when its reader is gone, point its descriptor at /dev/null, so the
-    interpreter's own flush at exit neither fails nor changes the exit code."""
-    try:
-        stream.flush()  # type: ignore[attr-defined]
-    except (OSError, ValueError, AttributeError):
-        try:
-            fd = stream.fileno()  # type: ignore[attr-defined]
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, fd)
-            os.close(devnull)
-        except (OSError, ValueError, AttributeError):
-            pass
+
 
 
 def build_parser() -> argparse.ArgumentParser:

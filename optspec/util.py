@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import os
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -45,3 +46,19 @@ def is_number(value: Any) -> bool:
 def is_int(value: Any) -> bool:
     """An integer, bools excluded."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def flush_or_silence(stream: object) -> None:
+    """Flush ``stream``; when its reader is gone (``optspec run ... 2>&1 | head -1``), point its
+    descriptor at /dev/null, so that later flushes, the interpreter's at exit and the one
+    multiprocessing makes before it starts a process, neither fail nor stop the study."""
+    try:
+        stream.flush()  # type: ignore[attr-defined]
+    except (OSError, ValueError, AttributeError):
+        try:
+            fd = stream.fileno()  # type: ignore[attr-defined]
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass

@@ -27,6 +27,7 @@ import optuna
 import pytest
 
 from optspec.cli import main
+from optspec.util import tomllib
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -132,7 +133,11 @@ def test_show_json_agrees_with_optuna(example_db: Path, optspec_cli: Cli) -> Non
     else:
         front = {trial["number"]: trial["values"] for trial in report["pareto_front"]}
         assert front == {trial.number: trial.values for trial in study.best_trials}
-    assert report["spec"] == (EXAMPLES / f"{study.study_name}.toml").read_text()
+    # The spec study.db keeps is the effective one: the example's file with `--n-trials` applied.
+    expected = tomllib.loads((EXAMPLES / f"{study.study_name}.toml").read_text())
+    expected["run"]["n_trials"] = N_TRIALS
+    assert tomllib.loads(report["spec"]) == expected
+    assert f"--set run.n_trials={N_TRIALS}" in report["spec"]
     starts = [t.datetime_start for t in trials]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     assert report["duration_seconds"] == pytest.approx((max(ends) - min(starts)).total_seconds())

@@ -6,11 +6,13 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from optspec.run.worker import WorkerSetup, run_worker
+from optspec.util import flush_or_silence
 
 if TYPE_CHECKING:
     from optspec.run.forkserver import WorkerContext
@@ -78,6 +80,10 @@ class Pool:
             name=f"optspec-worker-{index}",
             daemon=True,
         )
+        # multiprocessing flushes stdout and stderr before it starts a process, and lets a
+        # closed pipe's error through: that must not stop the study.
+        for stream in (sys.stdout, sys.stderr):
+            flush_or_silence(stream)
         process.start()
         self.workers.append(WorkerProcess(index, generation, process))
 
