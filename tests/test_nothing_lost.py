@@ -525,3 +525,58 @@ def test_s14_an_exhausted_grid_ends_the_study_cleanly(study_dir: Path, sampler: 
         assert points == [0, 1, 2]
     else:
         assert set(points) == {0, 1, 2}
+
+
+# -- S4: nothing can be written at the end --------------------------------------------------------
+
+
+def in_full_tmpfs(study_dir: Path, *args: object) -> subprocess.CompletedProcess[str]:
+    """``optspec ARGS`` with ``out`` a 64 KB tmpfs: too small for any study.db or journal of
+    hundreds of trials, a real full disk. Mounted in a private mount namespace (``unshare``), so
+    nothing stays mounted, whoever runs the tests; prints what ``out`` holds after the run."""
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a tmpfs")
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True,
+    )
+    if probe.returncode != 0:  # a container without user namespaces: no way to fill a disk
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.decode().strip()}")
+    command = shlex.join([sys.executable, "-m", "optspec", *map(str, args)])
+    script = (
+        f"mkdir -p out && mount -t tmpfs -o size=64k tmpfs out && {command}; "
+        'code=$?; echo "out holds: $(ls out)"; exit $code'
+    )
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        cwd=study_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TMPDIR": str(study_dir / "tmp")},
+    )
+
+
+@pytest.mark.slow
+def test_s4_on_a_full_disk_the_journal_goes_to_the_temp_dir(study_dir: Path) -> None:
+    (study_dir / "tmp").mkdir()
+    (study_dir / "study.toml").write_text(
+        spec_text("quadratic", n_trials=300, extra='checkpoint = "0.2s"')
+    )
+    result = in_full_tmpfs(study_dir, "run", "study.toml", "-o", "out", "-q", "-p", "no:jsonl-log")
+    assert result.returncode == 1, result.stderr
+    # No study.db fitted, nor the final journal (an early checkpoint's journal may have).
+    assert "out holds: " in result.stdout and "study.db" not in result.stdout
+    # One journal, however many checkpoints failed before the end.
+    (journal,) = (study_dir / "tmp").glob("optspec-*/study.journal")
+    assert f"every trial is saved in {journal}: `optspec resume {journal} --spec-dir" in (
+        result.stderr
+    )
+    assert "no study.db exists" in result.stderr
+    assert "is unchanged" not in result.stderr
+    result = optspec("resume", journal, "--spec-dir", study_dir, "-q", cwd=study_dir)
+    assert result.returncode == 0, result.stderr
+    assert len(load(journal.with_name("study.db")).trials) == 300

@@ -5,7 +5,8 @@
 them raised; each file written is recorded in the outcome (``outcome.artifact("study.db")``).
 ``on_checkpoint`` writes study.db while the run goes on. A failed write leaves the previous
 study.db as it was and saves the journal to ``study.journal`` beside it, which ``optspec resume``
-accepts: no finished trial is lost.
+accepts; at the end of the run, when that fails too, to a new directory in the temporary
+directory that the message names: no finished trial is lost.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def on_finish(study: optuna.Study, config: Config, outcome: Outcome) -> Generato
         return (yield)
     finally:
         if not _interrupted_before_any_trial(study, config, outcome):
-            write_study_db(study, config)
+            write_study_db(study, config, last_resort=True)
             outcome.record_artifact("study.db", config.study_db, plugin=NAME)
             results = _write_results(study, config)
             outcome.record_artifact("results.json", results, plugin=NAME)
@@ -53,10 +54,13 @@ def on_checkpoint(study: optuna.Study, config: Config) -> None:
     write_study_db(study, config)
 
 
-def write_study_db(study: optuna.Study, config: Config) -> None:
-    """Dump the study to ``config.study_db`` atomically; on failure, save the journal beside it."""
+def write_study_db(study: optuna.Study, config: Config, *, last_resort: bool = False) -> None:
+    """Dump the study to ``config.study_db`` atomically; on failure, save the journal beside it
+    and, at the end of the run (``last_resort``), in the temporary directory if need be."""
     # The controller's storage is up to date: dumped from it, no replay of the whole journal.
-    optspec.save_study_db(study, config.study_db)
+    optspec.save_study_db(
+        study, config.study_db, last_resort=last_resort, spec_dir=config.spec.directory
+    )
 
 
 def _write_results(study: optuna.Study, config: Config) -> Path:

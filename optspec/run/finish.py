@@ -40,16 +40,21 @@ _GUARD_NAME = "optspec-finish-guard"
 class _EveryImplementation:
     """Stands in for the plain on_finish implementations inside the wrappers (see the module)."""
 
-    def __init__(self, pm: PluginManager, plugins: list[object]) -> None:
+    def __init__(self, pm: PluginManager, plugins: list[object], wrappers: list[object]) -> None:
         self.pm = pm
         self.plugins = plugins
+        # Around the whole call already: left in each plugin's own caller, a wrapper (study.db)
+        # would run again for every plain implementation.
+        self.wrappers = wrappers
         self.errors: list[tuple[str, BaseException]] = []
 
     @hookimpl
     def on_finish(self, study: optuna.Study, config: Config, outcome: Outcome) -> None:
         for plugin in self.plugins:
             others = [other for other in self.plugins if other is not plugin]
-            own = self.pm.subset_hook_caller("on_finish", remove_plugins=[*others, self])
+            own = self.pm.subset_hook_caller(
+                "on_finish", remove_plugins=[*others, *self.wrappers, self]
+            )
             try:
                 own(study=study, config=config, outcome=outcome)
             except Exception as exc:  # noqa: BLE001 - reported once every implementation ran
@@ -71,8 +76,11 @@ def finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outc
     # attrs class with eq=True, say) cannot be left out of one. Then pluggy calls on_finish as
     # usual: a raising plain implementation may skip the ones after it, but the wrappers' finally
     # (study.db) still runs.
-    guarded = all(_hashable(plugin) for plugin in plain)
-    guard = _EveryImplementation(pm, plain)
+    wrappers = [
+        impl.plugin for impl in hook.get_hookimpls() if impl.wrapper or impl.hookwrapper
+    ]
+    guarded = all(_hashable(plugin) for plugin in [*plain, *wrappers])
+    guard = _EveryImplementation(pm, plain, wrappers)
     if guarded:
         pm.register(guard, name=_GUARD_NAME)
     errors = guard.errors

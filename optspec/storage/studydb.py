@@ -257,11 +257,22 @@ FALLBACK_NAME = "study.journal"
 """Where :func:`save_study_db` saves the journal when study.db cannot be written."""
 
 
-def save_study_db(study: optuna.Study, target: str | os.PathLike[str]) -> None:
+def save_study_db(
+    study: optuna.Study,
+    target: str | os.PathLike[str],
+    *,
+    last_resort: bool = False,
+    spec_dir: str | os.PathLike[str] | None = None,
+) -> None:
     """Dump a live study to ``target`` atomically, straight from its storage (no replay).
 
-    When that fails, the previous ``target`` is unchanged and, for a study on a journal, every
-    log is saved to :data:`FALLBACK_NAME` beside it (``optspec resume`` accepts it).
+    When that fails, the previous ``target`` (if any) is unchanged and, for a study on a journal,
+    every log is saved to :data:`FALLBACK_NAME` beside it (``optspec resume`` accepts it). With
+    ``last_resort`` (the end of a run: nothing would save the trials later) and that failing
+    too, the journal goes to a new directory in the temporary directory; ``spec_dir`` is then
+    named in the message's resume command, since the spec's relative paths are not there.
+    Checkpoints leave ``last_resort`` off: the final write still comes, and one run must not
+    scatter a journal per checkpoint.
 
     :raises StudyFailed: the dump failed; the message says what was saved instead.
     """
@@ -270,6 +281,7 @@ def save_study_db(study: optuna.Study, target: str | os.PathLike[str]) -> None:
 
     storage = study_storage(study)
     target = Path(target)
+    existed = target.exists()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         dump_storage_to_sqlite(storage, study.study_name, target)
@@ -277,18 +289,42 @@ def save_study_db(study: optuna.Study, target: str | os.PathLike[str]) -> None:
         backend = journal_backend(storage)  # the run's journal, when it has one
         if backend is None:  # a shared storage still holds every trial
             raise StudyFailed(f"could not write {target}: {exc}") from exc
-        fallback = target.with_name(FALLBACK_NAME)
-        try:
-            write_fallback_journal(backend, fallback)
-        except Exception as second:  # noqa: BLE001
-            raise StudyFailed(
-                f"could not write {target} ({exc}) nor the fallback {fallback} ({second}); "
-                f"the previous {target.name} is unchanged"
-            ) from exc
+        previous = (
+            f"the previous {target.name} is unchanged" if existed else f"no {target.name} exists"
+        )
+        errors = [f"could not write {target} ({exc})"]
+        fallback = _save_journal(backend, target.with_name(FALLBACK_NAME), errors)
+        if fallback is None and last_resort:
+            fallback = _save_journal(backend, None, errors)
+        if fallback is None:
+            raise StudyFailed(f"{' nor '.join(errors)}; {previous}") from exc
+        hint = ""
+        if fallback.parent != target.parent and spec_dir is not None:
+            hint = f" --spec-dir {Path(spec_dir).resolve()}"
         raise StudyFailed(
-            f"could not write {target}: {exc}; the previous {target.name} is unchanged and "
-            f"every trial is saved in {fallback}: `optspec resume {fallback}` continues from it"
+            f"{' nor '.join(errors)}; {previous}; every trial is saved in {fallback}: "
+            f"`optspec resume {fallback}{hint}` continues from it"
         ) from exc
+
+
+def _save_journal(backend: Any, path: Path | None, errors: list[str]) -> Path | None:
+    """Write the fallback journal to ``path`` (None: a new directory in the temporary
+    directory, so that resuming it writes its study.db there); None when that failed."""
+    import shutil
+    import tempfile
+
+    made = None
+    try:
+        if path is None:
+            made = Path(tempfile.mkdtemp(prefix="optspec-"))
+            path = made / FALLBACK_NAME
+        write_fallback_journal(backend, path)
+    except Exception as exc:  # noqa: BLE001 - reported with the others
+        errors.append(f"{path or 'the temporary directory'} ({exc})")
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        return None
+    return path
 
 
 # --------------------------------------------------------------------------------------------
