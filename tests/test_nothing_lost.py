@@ -16,6 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.helpers import spec_text
+
 OBJECTIVES = """
 import sys, threading, time
 
@@ -37,25 +39,6 @@ def grid(params):
 
 def fails(params):
     raise ValueError("fails on purpose")
-"""
-
-
-def spec_text(callable_: str, *, n_trials: int = 6, workers: int = 2, extra: str = "") -> str:
-    return f"""
-version = 1
-[study]
-name = "s"
-seed = 7
-[objective]
-callable = "objectives.py:{callable_}"
-[params]
-x = {{ type = "float", low = -10, high = 10 }}
-[sampler]
-name = "random"
-[run]
-n_trials = {n_trials}
-workers = {workers}
-{extra}
 """
 
 
@@ -183,7 +166,7 @@ def test_s11_sys_exit_in_an_objective_fails_only_its_trial(study_dir: Path) -> N
 def test_s7_s16_unusable_study_names_are_spec_errors(
     study_dir: Path, name: str, problem: str
 ) -> None:
-    spec = spec_text("quadratic").replace('name = "s"', f'name = "{name}"')
+    spec = spec_text("quadratic", n_trials=6).replace('name = "s"', f'name = "{name}"')
     (study_dir / "study.toml").write_text(spec)
     for command in ("validate", "run"):
         result = optspec(command, "study.toml", cwd=study_dir)
@@ -204,7 +187,7 @@ def test_s7_s16_unusable_study_names_are_spec_errors(
     ],
 )
 def test_s9_s10_upper_bounds_are_spec_errors(study_dir: Path, extra: str, key: str) -> None:
-    spec = spec_text("quadratic")
+    spec = spec_text("quadratic", n_trials=6)
     spec = (
         spec.replace("n_trials = 6", "n_trials = 3000000000")
         if key == "n_trials"
