@@ -34,7 +34,7 @@ from optspec.objectives.space import suggest_params
 from optspec.run.budget import StorageLost, TicketTaker
 from optspec.run.leases import Heartbeat
 from optspec.run.study_attrs import record_fail_reason
-from optspec.storage.optuna_compat import study_storage, trial_id
+from optspec.storage.optuna_compat import study_storage, tell, trial_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -349,7 +349,7 @@ def run_trial(
     try:
         values = record_result(trial, objective(trial, params), config.spec)
     except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED)
+        tell(study, trial, state=TrialState.PRUNED)
     except TrialFailed as exc:
         _fail(study, trial, exc.reason)
         return False
@@ -360,7 +360,7 @@ def run_trial(
         _fail(study, trial, f"the objective called sys.exit({exc.code!r}){_where(exc)}")
         return False
     else:
-        study.tell(trial, values)
+        tell(study, trial, values)
         if config.verbose:
             _log_finished(study, trial.number, values, params)
     return True
@@ -384,7 +384,7 @@ def _log_finished(study: optuna.Study, number: int, values: Any, params: dict[st
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     record_fail_reason(study_storage(study), trial_id(trial), reason)
-    study.tell(trial, state=TrialState.FAIL)
+    tell(study, trial, state=TrialState.FAIL)
 
 
 def _reason(exc: BaseException) -> str:
