@@ -109,9 +109,6 @@ def _say(message: str) -> None:
     flush_or_silence(sys.stderr)
 
 
-
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optspec",
@@ -441,6 +438,7 @@ def _validate(args: argparse.Namespace) -> ExitCode:
 
 
 def _run(args: argparse.Namespace) -> ExitCode:
+    _start_worker_server()
     from optspec.run.lifecycle import run_study
 
     result = run_study(
@@ -462,6 +460,7 @@ def _run(args: argparse.Namespace) -> ExitCode:
 
 
 def _resume(args: argparse.Namespace) -> ExitCode:
+    _start_worker_server()
     from optspec.run.lifecycle import resume_study
 
     result = resume_study(
@@ -481,6 +480,7 @@ def _resume(args: argparse.Namespace) -> ExitCode:
 
 
 def _worker(args: argparse.Namespace) -> ExitCode:
+    _start_worker_server()
     from optspec.run.lifecycle import join_study
 
     outcome = join_study(
@@ -493,6 +493,14 @@ def _worker(args: argparse.Namespace) -> ExitCode:
         overrides=args.overrides,
     )
     return _report(outcome)
+
+
+def _start_worker_server() -> None:
+    """Before anything else is imported: the worker server's own imports (optuna, the worker
+    module) are the longest step before a first trial, and they overlap with ours from here on."""
+    from optspec.run.forkserver import start_worker_server
+
+    start_worker_server()
 
 
 def _report(outcome: Outcome) -> ExitCode:
