@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from optspec.storage.indexed import IndexedJournalStorage
 from optspec.storage.journal import InProcessJournalBackend
 from optspec.storage.optuna_compat import journal_backend, replay_snapshot, study_storage
-from optspec.storage.replay import LogReplay, frozen_trial
+from optspec.storage.replay import LogReplay, advance_followed, frozen_trial
 from optspec.storage.select import SharedMemoryJournalBackend
 from optspec.storage.studydb import dump_to_sqlite, load_from_sqlite
 from tests.studies import ListBackend, assert_same_trials, study_in_journal
@@ -227,6 +227,42 @@ def test_log_replay_gives_journal_storages_trials(
     assert sorted(reported, key=lambda t: t.number) == finished_after
     # It keeps only what may still change.
     assert all(t.state not in (1, 2, 3) for t in follower.trials.values())
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(study_in_journal(), st.data())
+def test_a_storage_advanced_from_its_follower_is_what_optunas_replay_gives(
+    journal: tuple[ListBackend, str], data: st.DataObject
+) -> None:
+    """The controller's storage, brought to the journal's end from its watcher's replay (the
+    end of every run), holds what Optuna's replay of the same logs holds, and goes on alike."""
+    backend, name = journal
+    logs = backend.read_logs(0)
+    split = data.draw(st.integers(0, len(logs)))
+    growing = ListBackend()
+    growing._logs = logs[:split]
+    ours = JournalStorage(growing)
+    follower, cursor = LogReplay.following(ours)
+    assert cursor == split
+    growing._logs.extend(logs[split:])
+    finished = {r.trial_id: (r.study_id, frozen_trial(r)) for r in follower.apply(logs[split:])}
+
+    # Refused only while the storage has not seen the study (created by the first log): a
+    # refused storage is untouched and catches up by Optuna's replay on its next call.
+    assert advance_followed(ours, follower, len(logs), finished) == (split > 0)
+    theirs = JournalStorage(backend)
+    assert [vars(s) for s in ours.get_all_studies()] == [vars(s) for s in theirs.get_all_studies()]
+    study_id = theirs.get_study_id_from_name(name)
+    assert_same_trials(ours.get_all_trials(study_id), theirs.get_all_trials(study_id))
+    # Nothing was left to replay, and both go on alike: the next trial's id and number.
+    new = [storage.create_new_trial(study_id) for storage in (ours, theirs)]
+    assert new[0] == new[1]
+    assert ours.get_trial(new[0]).number == theirs.get_trial(new[1]).number
+    assert len(ours.get_all_trials(study_id)) == len(theirs.get_all_trials(study_id))
 
 
 @settings(

@@ -95,6 +95,8 @@ class Mode(enum.Enum):
 class Watcher(Protocol):
     def finished_trials(self) -> list[FrozenTrial]: ...
 
+    def update(self, storage: Any) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -102,9 +104,11 @@ class JournalWatcher:
     """Finished trials, read from the journal as they appear, each reported once.
 
     It follows the journal with a :class:`~optspec.storage.replay.LogReplay` from where the
-    controller's storage is when it starts, so the controller neither replays every log
-    through Optuna's JournalStorage nor keeps finished trials: its cost per trial does not
-    grow with the study, and it leaves the CPU to the workers.
+    controller's storage is when it starts, so the controller does not replay every log
+    through Optuna's JournalStorage while workers run: its cost per trial does not grow with
+    the study, and it leaves the CPU to the workers. When the controller needs its storage
+    current (every worker gone), :meth:`update` brings it there with the trials built for the
+    reports, instead of Optuna's replay of every log of the run.
     """
 
     def __init__(self, backend: Any, storage: Any) -> None:
@@ -113,13 +117,25 @@ class JournalWatcher:
         # A handle of its own, so its read cursor never competes with the study's storage.
         self._backend = pickle.loads(pickle.dumps(backend))
         self._replay, self._cursor = LogReplay.following(storage)
+        self._finished: dict[int, tuple[int, FrozenTrial]] = {}
 
     def finished_trials(self) -> list[FrozenTrial]:
         from optspec.storage.replay import frozen_trial
 
         logs = self._backend.read_logs(self._cursor)
         self._cursor += len(logs)
-        return [frozen_trial(trial) for trial in self._replay.apply(logs)]
+        trials = []
+        for record in self._replay.apply(logs):
+            trial = frozen_trial(record)
+            self._finished[record.trial_id] = (record.study_id, trial)
+            trials.append(trial)
+        return trials
+
+    def update(self, storage: Any) -> None:
+        """Bring ``storage`` (the one this watcher follows) to the last log reported."""
+        from optspec.storage.replay import advance_followed
+
+        advance_followed(storage, self._replay, self._cursor, self._finished)
 
     def close(self) -> None:
         self._backend.close()
@@ -149,6 +165,9 @@ class StorageWatcher:
         new = [trial for trial in self._finished() if trial.number not in self._seen]
         self._seen.update(trial.number for trial in new)
         return new
+
+    def update(self, storage: Any) -> None:
+        pass  # the storage is the study's own: always current
 
     def close(self) -> None:
         pass
@@ -277,7 +296,7 @@ class Controller:
                     # or, on a shared storage, other machines still run trials of the study.
                     if (
                         not self.pool.alive()
-                        and (self.outcome is not None or not self._top_up())
+                        and (self.outcome is not None or not self._top_up(watcher))
                         and (self.outcome is not None or not self._others_running())
                     ):
                         break
@@ -285,9 +304,10 @@ class Controller:
                         self.on_tick()
                     self.pool.wait(POLL_INTERVAL)
                 self._terminate_all("the run stopped")
+                self._catch_up(watcher)
                 if self.backend is not None:  # on a shared storage, RUNNING may be elsewhere
                     self._fail_leftovers()
-                self._report_finished(watcher)
+                self._catch_up(watcher)
         finally:
             self._terminate_all("the controller stopped")
             watcher.close()
@@ -312,10 +332,17 @@ class Controller:
         self.slots.stop.value = 1
         self.budget.withdraw()
 
-    def _top_up(self) -> bool:
+    def _catch_up(self, watcher: Watcher) -> None:
+        """Report what workers finished, then bring the study's storage up to date (cheaply:
+        see :meth:`JournalWatcher.update`) before anything here reads the whole study."""
+        self._report_finished(watcher)
+        watcher.update(self.storage)
+
+    def _top_up(self, watcher: Watcher) -> bool:
         """All workers exited: if trials are missing (tickets lost with a dead worker), run them."""
         if self.mode is not Mode.LOCAL:
             return False  # a ticket in the study outlives its worker
+        self._catch_up(watcher)
         if self.budget.top_up() == 0:
             return False
         self.pool.fill()

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from optspec.storage.optuna_compat import (
     FrozenStudy,
     JournalOperation,
+    advance_replay,
     install_replay,
     synced_replay,
 )
@@ -155,6 +156,9 @@ class LogReplay:
                 trial_ids = trial_ids_by_study[study_id]
                 directions = [int(direction) for direction in study.directions]
                 replay.add_study(study_id, study.study_name, directions, len(trial_ids))
+                # Copies: the storage's own dicts must not change under it.
+                replay.studies[study_id].user_attrs = dict(study.user_attrs)
+                replay.studies[study_id].system_attrs = dict(study.system_attrs)
                 for trial_id in trial_ids:
                     trial = trials[trial_id]
                     if not trial.state.is_finished():
@@ -334,24 +338,59 @@ def install_replayed(storage: JournalStorage, logs: list[dict[str, Any]]) -> Non
     study.db (one CREATE_TRIAL log per trial)."""
     replay = LogReplay()
     replay.apply(logs)
-    studies = {
-        study_id: FrozenStudy(
-            study_name=study.name,
-            direction=None,
-            user_attrs=study.user_attrs,
-            system_attrs=study.system_attrs,
-            study_id=study_id,
-            directions=[StudyDirection(direction) for direction in study.directions],
-        )
-        for study_id, study in replay.studies.items()
-    }
     trials = {trial_id: frozen_trial(trial) for trial_id, trial in replay.trials.items()}
     trial_ids_by_study: dict[int, list[int]] = {
         study_id: [] for study_id in range(replay.n_studies)
     }
     for trial_id, trial in replay.trials.items():
         trial_ids_by_study[trial.study_id].append(trial_id)
-    install_replay(storage, len(logs), studies, trials, trial_ids_by_study)
+    install_replay(storage, len(logs), frozen_studies(replay), trials, trial_ids_by_study)
+
+
+def advance_followed(
+    storage: JournalStorage,
+    replay: LogReplay,
+    log_number: int,
+    finished: dict[int, tuple[int, FrozenTrial]],
+) -> bool:
+    """Bring ``storage`` to ``log_number`` from what a replay that follows it has seen.
+
+    ``replay`` came from :meth:`LogReplay.following` on ``storage`` and has applied the
+    journal's logs up to ``log_number``; ``finished`` holds ``(study id, FrozenTrial)`` by trial
+    id for the trials it reported finished. Those are installed as they are, so the catch-up
+    costs only the trials still unfinished, not Optuna's replay of every log since.
+    False (``storage`` untouched, to be synced the usual way) when the replay lacks a trial the
+    storage would hold: one that arrived finished (``Study.add_trial``) and was never kept.
+    """
+
+    def changed(n_known: int, unfinished: list[int]) -> dict[int, tuple[int, FrozenTrial]] | None:
+        trials: dict[int, tuple[int, FrozenTrial]] = {}
+        for trial_id in [*unfinished, *range(n_known, replay.n_trials)]:
+            if trial_id in finished:
+                trials[trial_id] = finished[trial_id]
+                continue
+            record = replay.trials.get(trial_id)
+            if record is None:
+                return None
+            trials[trial_id] = (record.study_id, frozen_trial(record))
+        return trials
+
+    return advance_replay(storage, log_number, frozen_studies(replay), changed)
+
+
+def frozen_studies(replay: LogReplay) -> dict[int, FrozenStudy]:
+    """The replay's studies as JournalStorage holds them."""
+    return {
+        study_id: FrozenStudy(
+            study_name=study.name,
+            direction=None,
+            user_attrs=dict(study.user_attrs),
+            system_attrs=dict(study.system_attrs),
+            study_id=study_id,
+            directions=[StudyDirection(direction) for direction in study.directions],
+        )
+        for study_id, study in replay.studies.items()
+    }
 
 
 def record_of(frozen: FrozenTrial, trial_id: int, study_id: int) -> TrialRecord:
