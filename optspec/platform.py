@@ -115,6 +115,7 @@ def process_exists(pid: int) -> bool:
         return True
     return True
 
+
 HAS_PROCESS_GROUPS = hasattr(os, "killpg")
 
 

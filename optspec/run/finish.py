@@ -76,9 +76,7 @@ def finish(config: Config, pm: PluginManager, study: optuna.Study, outcome: Outc
     # attrs class with eq=True, say) cannot be left out of one. Then pluggy calls on_finish as
     # usual: a raising plain implementation may skip the ones after it, but the wrappers' finally
     # (study.db) still runs.
-    wrappers = [
-        impl.plugin for impl in hook.get_hookimpls() if impl.wrapper or impl.hookwrapper
-    ]
+    wrappers = [impl.plugin for impl in hook.get_hookimpls() if impl.wrapper or impl.hookwrapper]
     guarded = all(_hashable(plugin) for plugin in [*plain, *wrappers])
     guard = _EveryImplementation(pm, plain, wrappers)
     if guarded:

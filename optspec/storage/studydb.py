@@ -232,8 +232,6 @@ def _remove_abandoned_temp_files(target: Path) -> None:
                 leftover.unlink()
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Fallback journal file
 
