@@ -205,3 +205,24 @@ def test_a_retry_takes_the_place_of_a_queued_ticket_once_the_budget_is_all_queue
     while trial.number != retried[0].number:
         trial = study.ask()
     assert trial.suggest_float("x", -10, 10) == 1.5
+
+
+@pytest.mark.slow
+def test_a_trial_longer_than_the_lost_window_on_a_live_worker_completes(
+    tmp_path: Path, shared_with_proxy: tuple[list[str], str]
+) -> None:
+    # Workers beat first one interval into a trial; the controller must not take a live
+    # worker's long trial for a lost one before that beat, nor after it.
+    controller_args, url = shared_with_proxy
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    (tmp_path / "study.toml").write_text(spec_text("long", 3, workers=1, heartbeat="1s"))
+    controller = start("run", "study.toml", "-o", "out", "-q", *controller_args,
+                       cwd=tmp_path, seconds=3.5)  # fmt: skip
+    joined = start("worker", "study.toml", "--storage", url, "-q", cwd=tmp_path, seconds=3.5)
+    finish(controller)
+    finish(joined)
+
+    trials = load(tmp_path / "out" / "study.db").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [
+        t.user_attrs.get("fail_reason") for t in trials
+    ]

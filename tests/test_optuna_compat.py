@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import functools
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pytest
 
 from optspec.storage import optuna_compat
 
@@ -65,3 +67,65 @@ def test_no_optuna_private_name_is_used_outside_the_compat_module() -> None:
 def test_the_check_finds_a_private_use() -> None:
     # Guards the guard: a reading that returned nothing would make the test above pass always.
     assert _private_optuna_uses(COMPAT)
+
+
+# -- the batched tickets equal Optuna's own one-by-one trials --------------------------------
+
+
+def _storage_for(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from optspec.storage.indexed import IndexedJournalStorage
+    from optspec.storage.journal import InProcessJournalBackend
+    from optspec.storage.remote import open_storage
+
+    if kind == "journal":  # the controller's own study, as `run --serve` serves it
+        return IndexedJournalStorage(InProcessJournalBackend())
+    if kind == "sqlite":
+        return open_storage(f"sqlite:///{tmp_path / 'tickets.db'}")
+    return open_storage(request.getfixturevalue(f"{kind}_url"))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgres", "redis"])
+def test_batched_waiting_trials_equal_optunas_own_one_by_one(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    from optuna.trial import TrialState, create_trial
+
+    storage = _storage_for(kind, request, tmp_path)
+    theirs = optuna.create_study(study_name="theirs", storage=storage)
+    ours = optuna.create_study(study_name="ours", storage=storage)
+    done = theirs.ask()  # a study that already holds a trial: numbering continues from it
+    theirs.tell(done, 1.0)
+    done = ours.ask()
+    ours.tell(done, 1.0)
+    # Interleaved: each trial takes the next id of the storage, as it would on a shared one.
+    for count in (3, 1, 2):
+        for _ in range(count):
+            ticket = create_trial(state=TrialState.WAITING)
+            storage.create_new_trial(optuna_compat.study_id(theirs), template_trial=ticket)
+        optuna_compat.create_waiting_trials(storage, optuna_compat.study_id(ours), count)
+
+    def seen(study: optuna.Study) -> list[tuple[Any, ...]]:
+        return [
+            (t.number, t.state, t.datetime_start, t.datetime_complete, t.params, t.values,
+             t.user_attrs, t.system_attrs, t.intermediate_values)
+            for t in study.get_trials()[1:]
+        ]  # fmt: skip
+
+    assert seen(ours) == seen(theirs)
+    assert [t.state for t in ours.get_trials()[1:]] == [TrialState.WAITING] * 6
+    assert [t.number for t in ours.get_trials()] == list(range(7))
+    # Ids: each batch's ids are the next ones the storage hands out, in number order.
+    ids = [optuna_compat.trial_id(t) for t in ours.get_trials()]
+    assert ids == sorted(ids) and len(set(ids)) == 7
+    for trial in ours.get_trials():
+        number = storage.get_trial_id_from_study_id_trial_number(
+            optuna_compat.study_id(ours), trial.number
+        )
+        assert number == optuna_compat.trial_id(trial)
+    # A fresh reader (another host) replays or queries the same trials.
+    fresh = _storage_for(kind, request, tmp_path) if kind != "journal" else storage
+    again = optuna.load_study(study_name="ours", storage=fresh)
+    assert seen(again) == seen(ours)
+    # And Optuna pops them as its own enqueued trials.
+    popped = ours.ask()
+    assert popped.number == 1
