@@ -129,3 +129,30 @@ def test_batched_waiting_trials_equal_optunas_own_one_by_one(
     # And Optuna pops them as its own enqueued trials.
     popped = ours.ask()
     assert popped.number == 1
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_redis_backend_shares_a_study_with_optunas_own(redis_url: str) -> None:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalRedisBackend
+
+    ours = optuna_compat.RedisBackend(redis_url)
+    ours.CHUNK = 3  # several reads per sync
+    theirs = JournalRedisBackend(redis_url)
+    logs = [{"op_code": 99, "n": n, "text": "é" * n} for n in range(8)]
+    ours.append_logs(logs[:5])  # one script for many
+    theirs.append_logs(logs[5:7])
+    ours.append_logs(logs[7:])
+    assert list(ours.read_logs(0)) == list(theirs.read_logs(0)) == logs
+    assert list(ours.read_logs(4)) == logs[4:]
+    assert list(ours.read_logs(8)) == []
+    # A study run by both: each reads every trial the other wrote.
+    optspec_side = JournalStorage(optuna_compat.RedisBackend(redis_url, prefix="both"))
+    optuna_side = JournalStorage(JournalRedisBackend(redis_url, prefix="both"))
+    study = optuna.create_study(study_name="both", storage=optspec_side)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    other = optuna.load_study(study_name="both", storage=optuna_side)
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    mine = optuna.load_study(study_name="both", storage=optspec_side).trials
+    assert [(t.number, t.params) for t in mine] == [(t.number, t.params) for t in other.trials]
+    assert len(mine) == 5

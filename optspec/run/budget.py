@@ -17,8 +17,9 @@ RDBStorage, the log order in JournalStorage, one lock in the gRPC proxy's proces
 therefore ends with exactly ``n_trials`` trials, whatever the number of hosts and workers.
 
 The controller keeps a window of tickets ahead of the workers rather than all of them (the window
-doubles whenever the workers find the queue empty), so a trial whose worker was lost is retried
-within the budget: as a new trial while the budget has room, else in place of a queued ticket.
+doubles whenever the workers took most of it between two looks), so a trial whose worker was
+lost is retried within the budget: as a new trial while the budget has room, else in place of
+a queued ticket.
 Two study system attributes tell workers elsewhere how the budget stands: :data:`ALL_ISSUED`
 (no ticket will follow the ones queued) and :data:`STOPPED` (the run stopped: take no more).
 """
@@ -36,6 +37,7 @@ from optspec.storage.optuna_compat import (
     FIXED_PARAMS_ATTR,
     create_waiting_trials,
     forget_cached_trials,
+    journal_backend,
     study_id,
     study_storage,
     trial_id,
@@ -54,6 +56,9 @@ STOPPED = "optspec:stopped"
 """Study system attribute: why the run stopped; workers take no more tickets."""
 
 MIN_WINDOW = 8
+JOURNAL_MIN_WINDOW = 128
+"""On a journal (Redis, a served study) a queued ticket costs readers nothing: every process
+holds every trial anyway. On a database each look at the queue reads every queued ticket."""
 MAX_WINDOW = 1024
 ISSUE_INTERVAL = 0.05
 """Seconds between the controller's looks at the queue (its loop's own pace)."""
@@ -119,7 +124,8 @@ class TicketIssuer:
         # Only the controller adds trials in this mode, so it counts them itself: a count of
         # every trial on each look would read the whole study from the database.
         self.total = self.storage.get_n_trials(self.study_id)
-        self.window = max(MIN_WINDOW, window)
+        journal = journal_backend(self.storage) is not None
+        self.window = max(JOURNAL_MIN_WINDOW if journal else MIN_WINDOW, window)
         self.next_look = 0.0
         self.looked_before = False
         self._mark_all_issued()
@@ -138,8 +144,9 @@ class TicketIssuer:
             return
         self.next_look = now + ISSUE_INTERVAL
         waiting = self.waiting()
-        if waiting == 0 and self.looked_before:
-            # The workers emptied the queue between two looks: they are faster than the window.
+        if self.looked_before and waiting * 4 < self.window:
+            # The workers took most of the queue between two looks: they would soon find it
+            # empty (and wait) at this pace.
             self.window = min(MAX_WINDOW, self.window * 2)
         self.looked_before = True
         # One write for all of them: one by one, tickets cost the database (and the two cores

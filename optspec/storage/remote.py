@@ -74,9 +74,9 @@ def _open(url: str, heartbeat: float | None, wait: float) -> BaseStorage:
 
     try:
         if url.startswith(REDIS_SCHEMES):
-            from optuna.storages.journal import JournalRedisBackend
+            from optspec.storage.optuna_compat import RedisBackend
 
-            return optuna.storages.JournalStorage(JournalRedisBackend(url))
+            return optuna.storages.JournalStorage(RedisBackend(url))
         if url.startswith(GRPC_SCHEME):
             return _open_grpc(url, wait)
         if heartbeat is None:
