@@ -226,3 +226,32 @@ def test_a_trial_longer_than_the_lost_window_on_a_live_worker_completes(
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3, [
         t.user_attrs.get("fail_reason") for t in trials
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["postgres", "redis"])
+def test_a_run_stopped_early_leaves_its_unused_tickets_to_resume(
+    tmp_path: Path, server: str, request: pytest.FixtureRequest
+) -> None:
+    import json
+
+    url = request.getfixturevalue(f"{server}_url")
+    (tmp_path / "objectives.py").write_text(OBJECTIVES)
+    spec = spec_text("early", 30, workers=2)
+    (tmp_path / "study.toml").write_text(spec.replace("[run]", '[run]\ntimeout = "1s"'))
+    first = start("run", "study.toml", "-o", "first", "--storage", url, cwd=tmp_path, seconds=0.2)
+    stdout, stderr = first.communicate(timeout=180)
+    assert first.returncode == 0, stderr
+
+    results = json.loads((tmp_path / "first" / "results.json").read_text())
+    ran = results["n_trials"]
+    assert 0 < ran < 30 and results["states"] == {"COMPLETE": ran}
+    assert results["queued"] == 30 - ran  # the unused tickets: not counted as trials
+    assert f"{ran} trials (" in stdout and f"{30 - ran} trials queued, not run" in stdout
+    same_trials(tmp_path / "first" / "study.db", url, "early")  # study.db holds them too
+
+    # study.db on one machine: resume runs the queued trials as its budget.
+    finish(start("resume", "first/study.db", "-q", cwd=tmp_path, seconds=0.01))
+    resumed = load(tmp_path / "first" / "study.db").trials
+    assert [t.state for t in resumed] == [TrialState.COMPLETE] * 30
+    assert "queued" not in json.loads((tmp_path / "first" / "results.json").read_text())

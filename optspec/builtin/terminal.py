@@ -188,6 +188,9 @@ def summary_text(
         f"{summary['study']}: {summary['n_trials']} trials ({states or 'none'}) "
         f"in {elapsed:.1f}s; {outcome.status}" + (f": {outcome.message}" if outcome.message else "")
     ]
+    if summary.get("queued"):
+        queued = summary["queued"]
+        lines.append(f"{queued} trials queued, not run: a resume of study.db runs them")
     if "best_trial" in summary:
         best = summary["best_trial"]
         if best is None:

@@ -75,13 +75,20 @@ def study_summary(study: optuna.Study, output: Path | None = None) -> dict[str, 
     """States, and ``best_trial`` (one objective) or ``pareto_front`` (several), the names
     results.json uses (see README); each trial with number, values, params and user attrs, and
     its directory when ``output`` (the run's directory) still holds it."""
+    from optuna.trial import TrialState
+
     trials = study.get_trials(deepcopy=False)
+    # WAITING trials have not run: a run on a shared storage that stopped early leaves its
+    # unused tickets queued for the next one. They are the study's to-do, not its trials.
+    run = [trial for trial in trials if trial.state != TrialState.WAITING]
     summary: dict[str, Any] = {
         "study": study.study_name,
         "directions": [d.name.lower() for d in study.directions],
-        "n_trials": len(trials),
-        "states": dict(Counter(trial.state.name for trial in trials)),
+        "n_trials": len(run),
+        "states": dict(Counter(trial.state.name for trial in run)),
     }
+    if len(run) < len(trials):
+        summary["queued"] = len(trials) - len(run)
     if len(study.directions) == 1:
         try:
             summary["best_trial"] = trial_summary(study.best_trial, output)
@@ -253,7 +260,8 @@ def show_text(report: dict[str, Any]) -> str:
     lines = [
         f"study {report['study']!r} in {report['file']}",
         f"directions: {', '.join(report['directions'])}",
-        f"trials: {report['n_trials']} ({states or 'none'})",
+        f"trials: {report['n_trials']} ({states or 'none'})"
+        + (f"; {report['queued']} queued, not run" if report.get("queued") else ""),
         "duration: "
         + (
             f"{_duration_text(duration)} ({report['datetime_start']} to "
