@@ -52,12 +52,19 @@ def grid_values(spec: Spec) -> dict[str, list[Any]]:
     return grid
 
 
-GRID_SAMPLERS = ("grid", "bruteforce")
-"""Samplers that try each point of the declared grid once, then call ``study.stop()``."""
+GRID_SAMPLERS = ("grid",)
+"""Samplers that try each point of the declared grid exactly once, then call ``study.stop()``.
+
+Not ``bruteforce``: it too stops the study once every point was tried, but two workers that
+sample at the same moment may both pick a point neither has recorded yet. A budget capped at
+the grid's size would then end the run with a point never tried; uncapped, the sampler's own
+stop ends it once every point was.
+"""
 
 
 def grid_size(spec: Spec) -> int | None:
-    """Points of the declared grid when the sampler tries each once; None for other samplers.
+    """Points of the declared grid when the sampler tries each once (the grid sampler gives
+    trial number *i* point *i*); None for other samplers.
 
     Counted, not listed: an int parameter over a wide range would make a list of every value.
     """
