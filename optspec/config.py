@@ -47,6 +47,15 @@ class Config:
         """Workers on other machines may take trials of this study (``--storage``, ``--serve``)."""
         return self.storage_url is not None or self.serve is not None
 
+    @property
+    def trial_budget(self) -> int:
+        """The trials this run ends with at most: ``n_trials``, or the grid's size when the grid
+        sampler has fewer points (it tries each once, then the run ends)."""
+        from optspec.objectives.space import grid_size
+
+        size = grid_size(self.spec)
+        return self.spec.run.n_trials if size is None else min(size, self.spec.run.n_trials)
+
     def plugin_options(self, name: str) -> dict[str, Any]:
         """The ``[plugin.NAME]`` table of the spec, empty when absent."""
         return dict(self.spec.plugin.get(name, {}))

@@ -506,6 +506,9 @@ def test_s14_an_exhausted_grid_ends_the_study_cleanly(study_dir: Path, sampler: 
     points = sorted(t.params["x"] for t in trials)
     if sampler == "grid":
         assert points == [0, 1, 2]
+        # Progress counts toward the grid's 3 points, not the 10 trials it will never reach.
+        assert "3/3 trials" in result.stderr
+        assert "/10 trials" not in result.stderr
     else:  # two workers may race for a point; every point is still tried before the end
         assert set(points) == {0, 1, 2}
         assert len(points) < 10

@@ -32,7 +32,7 @@ class Progress:
     """Counts what ``on_trial_end`` reports and draws it."""
 
     def __init__(self, config: Config, stream: TextIO) -> None:
-        self.total = config.spec.run.n_trials
+        self.total = config.trial_budget
         self.stream: TextIO | None = stream
         try:
             self.tty = stream.isatty()

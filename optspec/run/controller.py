@@ -201,7 +201,7 @@ class Controller:
         context = worker_context()
         # A grid-like sampler repeats points once every one was tried: no more trials than points.
         self.grid_size = grid_size(config.spec)
-        self.n_trials = min(config.spec.run.n_trials, self.grid_size or config.spec.run.n_trials)
+        self.n_trials = config.trial_budget
         self.budget = Budget(study, self.n_trials, context, tickets=mode is Mode.LOCAL)
         # No more workers than trials left: each would cost a process start for nothing.
         n_workers = max(1, min(config.spec.run.worker_count, self.budget.missing()))
