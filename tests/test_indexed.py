@@ -107,6 +107,26 @@ def test_waiting_trials_answered_as_journal_storage_answers() -> None:
         ours.get_all_trials(99, states=WAITING)
 
 
+def test_its_replay_parses_each_distribution_once_and_gives_the_same_trials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from optuna.storages.journal import _storage
+
+    # Optuna's own parsing for the reference replay, whatever earlier tests installed.
+    monkeypatch.setattr(_storage, "json_to_distribution", optuna.distributions.json_to_distribution)
+    backend = InProcessJournalBackend()
+    run_study(JournalStorage(backend))
+    reference = JournalStorage(backend)
+    study_id = reference.get_study_id_from_name("s")
+    expected = reference.get_all_trials(study_id)
+
+    indexed = IndexedJournalStorage(backend)
+    parse = _storage.json_to_distribution
+    assert indexed.get_all_trials(study_id) == expected
+    # Three distinct distributions in the study, parsed once each for ~60 logs.
+    assert parse.cache_info().misses <= 4 < parse.cache_info().hits
+
+
 def test_a_pickled_storage_indexes_the_study_again() -> None:
     with SharedMemoryJournalBackend() as backend:
         storage = IndexedJournalStorage(backend)

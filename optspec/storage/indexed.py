@@ -17,7 +17,9 @@ study's size: 5 ms a trial at 10k trials, most of a worker's time at 50k.
   in another state, and never comes back.
 
 A question therefore costs the trials created since the previous one plus the candidates still
-WAITING: constant per trial for a study of any size. Every other call is JournalStorage's own.
+WAITING: constant per trial for a study of any size. Every other call is JournalStorage's own,
+with one change to its replay in each process that has such a storage: it parses each distinct
+distribution once (``optuna_compat.cache_distribution_parsing``) instead of once per log.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 from optuna.storages import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from optspec.storage.optuna_compat import synced_replay
+from optspec.storage.optuna_compat import cache_distribution_parsing, synced_replay
 
 __all__ = ["IndexedJournalStorage"]
 
@@ -43,6 +45,9 @@ class IndexedJournalStorage(JournalStorage):
         super().__init__(*args, **kwargs)
 
     def _reset_index(self) -> None:
+        # Here because every process that follows the study comes through here (a new storage,
+        # or a worker's unpickled one): its replay then parses each distribution once.
+        cache_distribution_parsing()
         self._index_lock = threading.Lock()
         self._seen = 0  # trial ids below this have been looked at
         self._waiting: list[int] = []  # ids of trials last seen WAITING, in id order
