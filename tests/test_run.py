@@ -122,6 +122,29 @@ def test_trial_timeout_fails_a_runaway_python_trial(study_dir: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_controller_yields_the_cpu_to_its_workers(study_dir: Path) -> None:
+    """With workers from the forkserver, the controller runs at a lower priority than they do
+    (it only reports; they do the work). Spawned workers would inherit it: nothing changes."""
+    from optspec.platform import CONTROLLER_NICENESS, worker_start_method
+
+    (study_dir / "study.toml").write_text(spec_text("slow", n_trials=16, workers=2))
+    process = start_run(study_dir)
+    try:
+        workers = wait_for_workers(process, 2)
+        wait_for_trials(study_dir)
+        controller = os.getpriority(os.PRIO_PROCESS, process.pid)
+        niceness = {os.getpriority(os.PRIO_PROCESS, worker) for worker in workers}
+    finally:
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness == {ours}
+    if worker_start_method() == "forkserver":
+        assert controller == min(19, ours + CONTROLLER_NICENESS)
+    else:
+        assert controller == ours
+
+
 def test_sigint_keeps_finished_trials_and_exits_130(study_dir: Path) -> None:
     interrupt_running_run(study_dir, "slow", n_trials=200, times=1)
     trials = load(study_dir / "out" / "study.db").trials

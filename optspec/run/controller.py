@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from optspec import platform
 from optspec.objectives.space import grid_size
 from optspec.objectives.trial_dirs import BestTrialDirs
 from optspec.outcome import Outcome
@@ -279,6 +280,8 @@ class Controller:
                 self.budget.top_up()
                 self._issue_tickets()
                 self.pool.fill()
+                if self.mode is Mode.LOCAL:  # a host serves other machines: not behind them
+                    platform.yield_cpu_to_workers()
                 while True:
                     self._report_finished(watcher)
                     self._reap()
