@@ -126,9 +126,11 @@ def test_batched_waiting_trials_equal_optunas_own_one_by_one(
     fresh = _storage_for(kind, request, tmp_path) if kind != "journal" else storage
     again = optuna.load_study(study_name="ours", storage=fresh)
     assert seen(again) == seen(ours)
+    assert optuna_compat.count_waiting_trials(storage, optuna_compat.study_id(ours)) == 6
     # And Optuna pops them as its own enqueued trials.
     popped = ours.ask()
     assert popped.number == 1
+    assert optuna_compat.count_waiting_trials(storage, optuna_compat.study_id(ours)) == 5
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 
 from optspec.storage.optuna_compat import (
     FIXED_PARAMS_ATTR,
+    count_waiting_trials,
     create_waiting_trials,
     forget_cached_trials,
     journal_backend,
@@ -136,7 +137,7 @@ class TicketIssuer:
         return max(0, self.n_trials - self.total)
 
     def waiting(self) -> int:
-        return len(self.storage.get_all_trials(self.study_id, deepcopy=False, states=_WAITING))
+        return count_waiting_trials(self.storage, self.study_id)
 
     def issue(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

@@ -44,6 +44,7 @@ __all__ = [
     "RedisBackend",
     "advance_replay",
     "cache_distribution_parsing",
+    "count_waiting_trials",
     "create_waiting_trials",
     "forget_cached_trials",
     "heartbeat_interval",
@@ -339,6 +340,35 @@ def create_waiting_trials(storage: BaseStorage, study_id: int, count: int) -> No
             storage.create_new_trial(study_id, template_trial=ticket)
 
 
+def count_waiting_trials(storage: BaseStorage, study_id: int) -> int:
+    """How many trials of the study are WAITING, without reading them.
+
+    Why: ``get_n_trials(study_id, state=WAITING)`` counts ``get_all_trials``, and on an RDB
+    storage that loads every unfinished trial with its attributes: 65 ms a look at 50 queued
+    tickets on PostgreSQL, most of the controller's time (profiled). One COUNT query instead
+    (``_CachedStorage._backend``, ``optuna.storages._rdb.models.TrialModel``,
+    ``_rdb.storage._create_scoped_session``; checked: 5.0.0); other storages hold their trials
+    in memory and count them as Optuna does.
+    """
+    from optuna.storages import RDBStorage
+    from optuna.storages._cached_storage import _CachedStorage
+
+    rdb = storage._backend if isinstance(storage, _CachedStorage) else storage
+    if not isinstance(rdb, RDBStorage):
+        return storage.get_n_trials(study_id, state=TrialState.WAITING)
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(rdb.scoped_session) as session:
+        return session.scalar(
+            sqlalchemy.select(sqlalchemy.func.count(models.TrialModel.trial_id)).where(
+                models.TrialModel.study_id == study_id,
+                models.TrialModel.state == TrialState.WAITING,
+            )
+        )
+
+
 def _insert_waiting_rows(rdb: Any, study_id: int, count: int) -> None:
     import random
     import time
@@ -404,7 +434,6 @@ def _append_waiting_logs(storage: JournalStorage, study_id: int, count: int) -> 
         ]
         storage._backend.append_logs(logs)
         storage._sync_with_backend()
-
 
 
 class RedisBackend(JournalRedisBackend):
