@@ -141,7 +141,9 @@ def on_trial_end(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """A trial finished (COMPLETE, PRUNED or FAIL).
 
     :param study: the study as the controller sees it.
-    :param trial: a snapshot of the finished trial.
+    :param trial: a snapshot of the finished trial; read it, do not change it (it is the
+        object the controller's copy of the study keeps, as ``study.get_trials(deepcopy=False)``
+        returns them).
 
     Runs in the controller, exactly once per finished trial, in the order the controller sees
     them in the journal (roughly finishing order, not trial number order), including trials a
