@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -361,12 +361,13 @@ def count_waiting_trials(storage: BaseStorage, study_id: int) -> int:
     from optuna.storages._rdb.storage import _create_scoped_session
 
     with _create_scoped_session(rdb.scoped_session) as session:
-        return session.scalar(
+        count = session.scalar(
             sqlalchemy.select(sqlalchemy.func.count(models.TrialModel.trial_id)).where(
                 models.TrialModel.study_id == study_id,
                 models.TrialModel.state == TrialState.WAITING,
             )
         )
+        return count or 0
 
 
 def _insert_waiting_rows(rdb: Any, study_id: int, count: int) -> None:
@@ -385,10 +386,13 @@ def _insert_waiting_rows(rdb: Any, study_id: int, count: int) -> None:
         try:
             with _create_scoped_session(rdb.scoped_session) as session:
                 models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-                before = session.scalar(
-                    sqlalchemy.select(sqlalchemy.func.count(models.TrialModel.trial_id)).where(
-                        models.TrialModel.study_id == study_id
+                before = (
+                    session.scalar(
+                        sqlalchemy.select(sqlalchemy.func.count(models.TrialModel.trial_id)).where(
+                            models.TrialModel.study_id == study_id
+                        )
                     )
+                    or 0
                 )
                 session.add_all(
                     [
@@ -415,7 +419,7 @@ def _append_waiting_logs(storage: JournalStorage, study_id: int, count: int) -> 
     # that only speeds up a new process's first read, so batches skip it.
     with storage._thread_lock:
         worker_id = storage._replay_result.worker_id
-        logs = [
+        logs: list[dict[str, Any]] = [
             {
                 "op_code": JournalOperation.CREATE_TRIAL,
                 "worker_id": worker_id,
@@ -460,7 +464,7 @@ class RedisBackend(JournalRedisBackend):
         "end"
     )
 
-    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         last_bytes = self._redis.get(f"{self._prefix}:log_number")
         if last_bytes is None:
             return
