@@ -127,6 +127,22 @@ def test_its_replay_parses_each_distribution_once_and_gives_the_same_trials(
     assert parse.cache_info().misses <= 4 < parse.cache_info().hits
 
 
+def test_a_trial_taken_then_queued_again_by_another_process_is_found() -> None:
+    """What a retry does with a queued ticket (``TicketIssuer.retry``), seen from a worker's
+    storage that looked at the queue while the ticket was taken."""
+    backend = InProcessJournalBackend()
+    worker = IndexedJournalStorage(backend)
+    controller = JournalStorage(backend)
+    study = optuna.create_study(study_name="s", storage=controller)
+    study.enqueue_trial({"x": 1.0})
+    study_id = worker.get_study_id_from_name("s")
+    (ticket,) = worker.get_all_trials(study_id, states=WAITING)
+    controller.set_trial_state_values(ticket._trial_id, TrialState.RUNNING)
+    assert worker.get_all_trials(study_id, states=WAITING) == []
+    controller.set_trial_state_values(ticket._trial_id, TrialState.WAITING)
+    assert [t.number for t in worker.get_all_trials(study_id, states=WAITING)] == [ticket.number]
+
+
 def test_a_pickled_storage_indexes_the_study_again() -> None:
     with SharedMemoryJournalBackend() as backend:
         storage = IndexedJournalStorage(backend)

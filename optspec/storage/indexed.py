@@ -11,10 +11,11 @@ study's size: 5 ms a trial at 10k trials, most of a worker's time at 50k.
   so the trials created since the last question are the ids from the last count on, read from
   the replayed state (``optuna_compat.synced_replay``). Each is looked at once, whichever
   process created it.
-* A trial is WAITING only from its creation (``enqueue_trial`` and ``add_trial`` create it so; no
-  Optuna 5.0 call sets WAITING later: checked in ``optuna/study``, ``optuna/storages``). So the
-  newcomers found WAITING are the only candidates; a candidate leaves the index once it is seen
-  in another state, and never comes back.
+* A trial is WAITING from its creation (``enqueue_trial`` and ``add_trial`` create it so; no
+  Optuna 5.0 call sets WAITING later: checked in ``optuna/study``, ``optuna/storages``). Only
+  optspec's own retry puts a queued ticket back: it takes it (RUNNING), gives it parameters and
+  returns it to WAITING, in any process. So the newcomers found WAITING are the only
+  candidates, and a candidate leaves the index once it is seen finished, never to come back.
 
 A question therefore costs the trials created since the previous one plus the candidates still
 WAITING: constant per trial for a study of any size. Every other call is JournalStorage's own,
@@ -50,7 +51,7 @@ class IndexedJournalStorage(JournalStorage):
         cache_distribution_parsing()
         self._index_lock = threading.Lock()
         self._seen = 0  # trial ids below this have been looked at
-        self._waiting: list[int] = []  # ids of trials last seen WAITING, in id order
+        self._waiting: list[int] = []  # ids of trials seen WAITING and not finished, in id order
 
     def get_all_trials(
         self,
@@ -81,10 +82,13 @@ class IndexedJournalStorage(JournalStorage):
             still = []
             for trial_id in self._waiting:
                 trial = self.get_trial(trial_id)
-                if trial.state != TrialState.WAITING:
+                if trial.state.is_finished():
                     continue
+                # A RUNNING one stays: a retry may be returning it to the queue.
                 still.append(trial_id)
-                if self._in_study(study_id, trial_id, trial.number):
+                if trial.state == TrialState.WAITING and self._in_study(
+                    study_id, trial_id, trial.number
+                ):
                     found.append(trial)
             self._waiting = still
             return found
