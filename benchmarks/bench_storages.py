@@ -167,8 +167,10 @@ def run_optspec(kind: str, n: int, workers: int, work: Path) -> tuple[float, flo
         (work / "study.toml").write_text(spec(n, workers))
         command += ["--storage", url]
     started = time.perf_counter()
-    processes = [subprocess.Popen(command, cwd=work, stderr=subprocess.PIPE)]
-    processes += [subprocess.Popen(c, cwd=work, stderr=subprocess.PIPE) for c in extra]
+    # Joining workers first: they wait for the served study to answer. Started after the
+    # controller, they could find a small study already finished and its server gone.
+    processes = [subprocess.Popen(c, cwd=work, stderr=subprocess.PIPE) for c in extra]
+    processes.append(subprocess.Popen(command, cwd=work, stderr=subprocess.PIPE))
     wait_all(processes)
     finish = time.perf_counter() - started
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{out / 'study.db'}")
