@@ -117,6 +117,38 @@ def same_trials(study_db: Path, url: str, name: str) -> None:
     ]
 
 
+class _VanishingStudy(optuna.storages.InMemoryStorage):
+    """Answers the proxy's readiness check, then fails as a study whose server went away."""
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        raise RuntimeError("the served study is gone")
+
+
+def test_a_worker_joining_a_served_study_that_goes_away_says_so(tmp_path: Path) -> None:
+    """A worker that arrives as a served study ends (its controller finished first) gets a
+    message and exit code 1, not an internal error."""
+    from optspec.storage.optuna_compat import make_grpc_server
+
+    server, port = make_grpc_server(_VanishingStudy(), "127.0.0.1", 0)
+    server.start()
+    try:
+        (tmp_path / "objectives.py").write_text(OBJECTIVES)
+        (tmp_path / "study.toml").write_text(spec_text("gone", n_trials=4, workers=1))
+        url = f"grpc://127.0.0.1:{port}"
+        result = subprocess.run(
+            [sys.executable, "-m", "optspec", "worker", "study.toml", "--storage", url],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.stop(None)
+    assert result.returncode == 1, result.stderr
+    assert "stopped answering" in result.stderr
+    assert "internal error" not in result.stderr
+
+
 @pytest.mark.slow
 def test_a_controller_and_two_joined_machines_run_exactly_n_trials(
     tmp_path: Path, shared: tuple[list[str], str]

@@ -270,9 +270,26 @@ def join_study(
     pm = prepare_controller(config, ()).pm
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study_storage = open_storage(opts.storage, heartbeat=spec.run.heartbeat)
-    study = _wait_for_study(study_storage, spec.study.name, opts.storage)
-    check_same_spec(study, spec, opts.storage)
-    return Controller(config=config, pm=pm, study=study, mode=Mode.JOIN).run()
+    try:
+        study = _wait_for_study(study_storage, spec.study.name, opts.storage)
+        check_same_spec(study, spec, opts.storage)
+        controller = Controller(config=config, pm=pm, study=study, mode=Mode.JOIN)
+    except OptspecError:
+        raise
+    except Exception as exc:
+        if not _is_rpc_error(exc):
+            raise
+        # A served study whose controller finished (or stopped) while this one was joining.
+        raise StudyFailed(
+            f"--storage {opts.storage} stopped answering while this worker joined: its "
+            "controller has finished or stopped serving the study"
+        ) from None
+    return controller.run()
+
+
+def _is_rpc_error(exc: BaseException) -> bool:
+    """An error of the gRPC channel to a served study (grpcio's own classes)."""
+    return type(exc).__module__.split(".")[0] == "grpc"
 
 
 def resume_study(
