@@ -21,7 +21,7 @@ import pytest
 from optuna.trial import TrialState
 
 from optspec.storage.remote import open_storage
-from tests.helpers import load
+from tests.helpers import load, run_cli
 
 OBJECTIVES = """
 import os, time
@@ -135,13 +135,7 @@ def test_a_worker_joining_a_served_study_that_goes_away_says_so(tmp_path: Path) 
         (tmp_path / "objectives.py").write_text(OBJECTIVES)
         (tmp_path / "study.toml").write_text(spec_text("gone", n_trials=4, workers=1))
         url = f"grpc://127.0.0.1:{port}"
-        result = subprocess.run(
-            [sys.executable, "-m", "optspec", "worker", "study.toml", "--storage", url],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_cli("worker", "study.toml", "--storage", url, cwd=tmp_path)
     finally:
         server.stop(None)
     assert result.returncode == 1, result.stderr

@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import spec_text
+from tests.helpers import load, run_cli, spec_text
 
 OBJECTIVES = """
 import sys, threading, time
@@ -48,26 +47,9 @@ def study_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def optspec(
-    *args: object, cwd: Path, timeout: float = 120, **kwargs: object
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "optspec", *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
-def load(study_db: Path) -> optuna.Study:
-    return optuna.load_study(study_name=None, storage=f"sqlite:///{study_db}")
-
-
 def run_ok(study_dir: Path, spec: str, *args: object) -> Path:
     (study_dir / "study.toml").write_text(spec)
-    result = optspec("run", "study.toml", "-o", "out", "-q", *args, cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", *args, cwd=study_dir)
     assert result.returncode == 0, result.stderr
     return study_dir / "out" / "study.db"
 
@@ -81,7 +63,7 @@ def test_s5_export_refuses_to_overwrite_the_study_it_reads(study_dir: Path) -> N
     link = study_dir / "link.csv"
     link.symlink_to(study_db)
     for target in (study_db, link):
-        result = optspec("export", study_db, "-o", target, cwd=study_dir)
+        result = run_cli("export", study_db, "-o", target, cwd=study_dir)
         assert result.returncode == 2, result.stderr
         assert "is the study file being read" in result.stderr
         assert "Traceback" not in result.stderr
@@ -99,7 +81,7 @@ def test_s6_a_symlinked_study_db_is_written_through_to_its_target(study_dir: Pat
     elsewhere.parent.mkdir()
     study_db.rename(elsewhere)
     study_db.symlink_to(elsewhere)
-    result = optspec("resume", study_db, "--n-trials", "5", "-q", cwd=study_dir)
+    result = run_cli("resume", study_db, "--n-trials", "5", "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     assert study_db.is_symlink(), "the link was replaced by a plain file"
     assert len(load(elsewhere).trials) == 5
@@ -169,7 +151,7 @@ def test_s7_s16_unusable_study_names_are_spec_errors(
     spec = spec_text("quadratic", n_trials=6).replace('name = "s"', f'name = "{name}"')
     (study_dir / "study.toml").write_text(spec)
     for command in ("validate", "run"):
-        result = optspec(command, "study.toml", cwd=study_dir)
+        result = run_cli(command, "study.toml", cwd=study_dir)
         assert result.returncode == 2, result.stderr
         assert "study.name: " in result.stderr and problem in result.stderr
         assert "Traceback" not in result.stderr
@@ -194,11 +176,11 @@ def test_s9_s10_upper_bounds_are_spec_errors(study_dir: Path, extra: str, key: s
         else spec.replace("workers = 2", "workers = 100000")
     )
     (study_dir / "study.toml").write_text(spec)
-    result = optspec("run", "study.toml", cwd=study_dir, timeout=60)
+    result = run_cli("run", "study.toml", cwd=study_dir, timeout=60)
     assert result.returncode == 2, result.stderr
     assert f"run.{key}: must be an integer from 1 to" in result.stderr
     option = "--n-trials" if key == "n_trials" else "--workers"
-    result = optspec("run", "study.toml", option, "3000000000", cwd=study_dir, timeout=60)
+    result = run_cli("run", "study.toml", option, "3000000000", cwd=study_dir, timeout=60)
     assert result.returncode == 2 and "expected an integer from 1 to" in result.stderr
 
 
@@ -207,7 +189,7 @@ def test_s9_a_huge_budget_costs_nothing_before_the_first_trial(study_dir: Path) 
     # failed trial (max_failed = 1) now ends the run at once.
     spec = spec_text("fails", n_trials=10**9, workers=1, extra="max_failed = 1")
     (study_dir / "study.toml").write_text(spec)
-    result = optspec("run", "study.toml", "-o", "out", "-q", cwd=study_dir, timeout=60)
+    result = run_cli("run", "study.toml", "-o", "out", "-q", cwd=study_dir, timeout=60)
     assert result.returncode == 1, result.stderr
     assert "max_failed = 1 reached" in result.stderr
     assert [t.state for t in load(study_dir / "out" / "study.db").trials] == [TrialState.FAIL]
@@ -230,7 +212,7 @@ def test_s17_attribute_access_in_a_placeholder_is_caught_by_validate(study_dir: 
         'version = 1\n[objective]\ncommand = ["python", "{x.real}", "{x[0]}"]\n'
         '[params]\nx = { type = "float", low = 0, high = 1 }\n'
     )
-    result = optspec("validate", "study.toml", cwd=study_dir)
+    result = run_cli("validate", "study.toml", cwd=study_dir)
     assert result.returncode == 2
     for index, name in ((1, "x.real"), (2, "x[0]")):
         assert (
@@ -248,10 +230,10 @@ def test_s6_a_stale_journal_never_replaces_a_newer_study_db(study_dir: Path) -> 
     journal = study_db.with_name("study.journal")
     write_fallback_journal(backend, journal)
     backend.close()
-    assert optspec("resume", study_db, "--n-trials", "6", "-q", cwd=study_dir).returncode == 0
+    assert run_cli("resume", study_db, "--n-trials", "6", "-q", cwd=study_dir).returncode == 0
     os.utime(journal, ns=(1, 1))  # older than study.db, whatever the clock's resolution
 
-    result = optspec("resume", journal, "--n-trials", "9", "-q", cwd=study_dir)
+    result = run_cli("resume", journal, "--n-trials", "9", "-q", cwd=study_dir)
     assert result.returncode == 2, result.stderr
     assert f"optspec resume {study_db}" in result.stderr
     assert len(load(study_db).trials) == 6
@@ -344,7 +326,7 @@ def test_s3_one_invocation_per_output_directory(study_dir: Path) -> None:
     try:
         wait_until(study_db.exists, "a checkpoint")
         for args in (("run", "study.toml", "-o", "out", "--overwrite"), ("resume", study_db)):
-            second = optspec(*args, "-q", cwd=study_dir)
+            second = run_cli(*args, "-q", cwd=study_dir)
             assert second.returncode == 2, second.stderr
             assert f"is in use by optspec process {first.pid}" in second.stderr
     finally:
@@ -391,7 +373,7 @@ def test_s1_a_killed_controller_takes_its_workers_and_commands_along(study_dir: 
     process.wait()
     wait_until(lambda: not session_processes(process.pid), "workers and commands gone", 20)
 
-    result = optspec("resume", study_db, "--n-trials", str(len(load(study_db).trials) + 6),
+    result = run_cli("resume", study_db, "--n-trials", str(len(load(study_db).trials) + 6),
                      "-q", cwd=study_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
     trials = load(study_db).trials
@@ -453,7 +435,7 @@ def test_s13_sigterm_to_the_group_marks_trials_interrupted_for_resume(study_dir:
     assert all(t.system_attrs.get("optspec:interrupted") for t in trials), trials
 
     (study_dir / "hold").unlink()
-    result = optspec("resume", study_db, "-q", cwd=study_dir)
+    result = run_cli("resume", study_db, "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     trials = load(study_db).trials
     assert len(trials) == 6
@@ -481,7 +463,7 @@ def test_s15_ctrl_c_right_after_start(study_dir: Path, delay: float) -> None:
     if study_db.exists():
         assert load(study_db).trials, "a study.db without trials blocks the next run"
     else:
-        assert optspec("run", "study.toml", "-o", "out", "-q", "--n-trials", "2",
+        assert run_cli("run", "study.toml", "-o", "out", "-q", "--n-trials", "2",
                        cwd=study_dir).returncode == 0  # fmt: skip
 
 
@@ -496,7 +478,7 @@ def test_s14_an_exhausted_grid_ends_the_study_cleanly(study_dir: Path, sampler: 
         .replace('name = "random"', f'name = "{sampler}"')
     )
     (study_dir / "study.toml").write_text(spec)
-    result = optspec("run", "study.toml", "-o", "out", cwd=study_dir)
+    result = run_cli("run", "study.toml", "-o", "out", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "Study.stop" not in result.stderr
@@ -564,6 +546,6 @@ def test_s4_on_a_full_disk_the_journal_goes_to_the_temp_dir(study_dir: Path) -> 
     )
     assert "no study.db exists" in result.stderr
     assert "is unchanged" not in result.stderr
-    result = optspec("resume", journal, "--spec-dir", study_dir, "-q", cwd=study_dir)
+    result = run_cli("resume", journal, "--spec-dir", study_dir, "-q", cwd=study_dir)
     assert result.returncode == 0, result.stderr
     assert len(load(journal.with_name("study.db")).trials) == 300
