@@ -136,7 +136,9 @@ class JournalWatcher:
         """Bring ``storage`` (the one this watcher follows) to the last log reported."""
         from optspec.storage.replay import advance_followed
 
-        advance_followed(storage, self._replay, self._cursor, self._finished)
+        if advance_followed(storage, self._replay, self._cursor, self._finished):
+            # The storage keeps them now; a later update needs only trials finished after this.
+            self._finished.clear()
 
     def close(self) -> None:
         self._backend.close()
